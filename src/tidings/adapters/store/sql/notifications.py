@@ -1,0 +1,114 @@
+"""Notifications (the inbox) and their deliveries (the outbox) in SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from ....domain.notifications import CHANNEL_BITS, Channel, Notification, channel_mask
+from ....ports import InboxQuery
+from .rows import delivery_from, delivery_values, notification_from, notification_values, to_ms
+from .schema import deliveries, notifications
+
+_INSERT_NOTIFICATIONS = insert(notifications)
+_INSERT_DELIVERIES = insert(deliveries)
+
+
+def _channel_clause(channel: str | None) -> ColumnElement[bool] | None:
+    if channel is None:
+        return None
+    return notifications.c.channel_mask.op("&")(CHANNEL_BITS[Channel(channel)]) != 0
+
+
+class SqlNotifications:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self._c = conn
+
+    async def add_many(self, items: Sequence[Notification]) -> None:
+        if not items:
+            return
+        await self._c.execute(
+            _INSERT_NOTIFICATIONS, [notification_values(n, channel_mask(n.channels)) for n in items])
+        rows = [delivery_values(d) for n in items for d in n.deliveries]
+        if rows:
+            await self._c.execute(_INSERT_DELIVERIES, rows)
+
+    async def _attach(self, items: list[Notification]) -> list[Notification]:
+        if not items:
+            return items
+        by_id = {n.id: n for n in items}
+        rows = await self._c.execute(
+            select(deliveries).where(deliveries.c.notification_id.in_(list(by_id)))
+            .order_by(deliveries.c.id))
+        for r in rows:
+            by_id[r.notification_id].deliveries.append(delivery_from(r))
+        return items
+
+    async def get(self, app_id: str, notification_id: str) -> Notification | None:
+        row = (await self._c.execute(select(notifications).where(
+            notifications.c.app_id == app_id, notifications.c.id == notification_id))).first()
+        if row is None:
+            return None
+        return (await self._attach([notification_from(row)]))[0]
+
+    async def inbox(self, app_id: str, user_id: str, query: InboxQuery, limit: int,
+                    with_deliveries: bool = True) -> list[Notification]:
+        t = notifications.c
+        q = select(notifications).where(t.app_id == app_id, t.user_id == user_id)
+        if query.unread_only:
+            q = q.where(t.read_at.is_(None))
+        if query.after_id is not None:
+            q = q.where(t.id >= query.after_id)
+        if query.before_id is not None:
+            q = q.where(t.id < query.before_id)
+        channel = _channel_clause(query.channel)
+        if channel is not None:
+            q = q.where(channel)
+        rows = await self._c.execute(q.order_by(t.id.desc()).limit(limit))
+        items = [notification_from(r) for r in rows]
+        return await self._attach(items) if with_deliveries else items
+
+    async def unread_count(self, app_id: str, user_id: str, channel: str | None) -> int:
+        t = notifications.c
+        q = select(func.count()).select_from(notifications).where(
+            t.app_id == app_id, t.user_id == user_id, t.read_at.is_(None))
+        clause = _channel_clause(channel)
+        if clause is not None:
+            q = q.where(clause)
+        return int((await self._c.execute(q)).scalar_one())
+
+    async def mark_read(self, app_id: str, user_id: str, notification_id: str,
+                        at: datetime) -> Notification | None:
+        t = notifications.c
+        mine = and_(t.app_id == app_id, t.user_id == user_id, t.id == notification_id)
+        await self._c.execute(
+            update(notifications).where(mine, t.read_at.is_(None)).values(read_at=to_ms(at)))
+        row = (await self._c.execute(select(notifications).where(mine))).first()
+        if row is None:
+            return None
+        return (await self._attach([notification_from(row)]))[0]
+
+    async def mark_all_read(self, app_id: str, user_id: str, channel: str | None,
+                            before_id: str | None, at: datetime) -> int:
+        t = notifications.c
+        q = update(notifications).where(t.app_id == app_id, t.user_id == user_id,
+                                        t.read_at.is_(None))
+        if before_id is not None:
+            q = q.where(t.id < before_id)
+        clause = _channel_clause(channel)
+        if clause is not None:
+            q = q.where(clause)
+        result = await self._c.execute(q.values(read_at=to_ms(at)))
+        return int(result.rowcount)
+
+    async def by_address(self, app_id: str, address: str, limit: int,
+                         before_id: str | None) -> list[Notification]:
+        t = notifications.c
+        q = select(notifications).where(t.app_id == app_id, t.to_address == address)
+        if before_id is not None:
+            q = q.where(t.id < before_id)
+        rows = await self._c.execute(q.order_by(t.id.desc()).limit(limit))
+        return await self._attach([notification_from(r) for r in rows])

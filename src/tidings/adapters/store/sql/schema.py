@@ -1,0 +1,156 @@
+"""Tables of the SQL store. Times are integer milliseconds since the epoch (UTC): compact,
+portable between SQLite and PostgreSQL, and cheap to compare in the hot queue and inbox
+indexes."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.types import JSON
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+Json = JSON().with_variant(JSONB(), "postgresql")
+Ms = BigInteger
+
+apps = Table(
+    "apps", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("routing", Json, nullable=False),
+    Column("defaults", Json, nullable=False),
+    Column("webhook", Json, nullable=True),
+    Column("providers_secret", Text, nullable=True),
+    Column("provider_names", Json, nullable=False),
+    Column("created_at", Ms, nullable=False),
+    Column("updated_at", Ms, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(26), primary_key=True),
+    Column("kind", String(8), nullable=False),
+    Column("app_id", String(64), nullable=True),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("signing_secret", Text, nullable=True),
+    Column("created_at", Ms, nullable=False),
+    Column("revoked_at", Ms, nullable=True),
+    Index("ix_api_keys_app", "app_id"),
+)
+
+users = Table(
+    "users", metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("id", String(256), primary_key=True),
+    Column("email", String(254), nullable=True),
+    Column("phone", String(16), nullable=True),
+    Column("timezone", String(64), nullable=True),
+    Column("locale", String(35), nullable=True),
+    Column("attributes", Json, nullable=False),
+    Column("created_at", Ms, nullable=False),
+    Column("updated_at", Ms, nullable=False),
+)
+
+devices = Table(
+    "devices", metadata,
+    Column("id", String(26), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("platform", String(32), nullable=False),
+    Column("token", Text, nullable=False),
+    Column("token_key", String(64), nullable=False),
+    Column("provider", String(32), nullable=True),
+    Column("enabled", Boolean, nullable=False),
+    Column("disabled_reason", String(200), nullable=True),
+    Column("device_info", String(512), nullable=True),
+    Column("app_version", String(64), nullable=True),
+    Column("created_at", Ms, nullable=False),
+    Column("last_seen_at", Ms, nullable=False),
+    UniqueConstraint("app_id", "token_key", name="uq_devices_token"),
+    Index("ix_devices_user", "app_id", "user_id"),
+)
+
+notifications = Table(
+    "notifications", metadata,
+    Column("id", String(26), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(256), nullable=True),
+    Column("to_address", String(254), nullable=True),
+    Column("recipient", Json, nullable=False),
+    Column("channels", Json, nullable=False),
+    Column("channel_mask", Integer, nullable=False),
+    Column("title", Text, nullable=True),
+    Column("body", Text, nullable=True),
+    Column("data", Json, nullable=False),
+    Column("category", String(64), nullable=True),
+    Column("created_at", Ms, nullable=False),
+    Column("send_at", Ms, nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("read_at", Ms, nullable=True),
+    Column("sender_id", String(256), nullable=True),
+    Column("ttl", Integer, nullable=True),
+    Column("priority", String(8), nullable=False),
+    # The inbox: a user's notifications newest first, by id (ids sort by creation time).
+    Index("ix_notifications_inbox", "app_id", "user_id", "id"),
+    # Unread counts and read-all touch only the unread rows.
+    Index("ix_notifications_unread", "app_id", "user_id", "id",
+          sqlite_where=text("read_at IS NULL"), postgresql_where=text("read_at IS NULL")),
+    Index("ix_notifications_address", "app_id", "to_address", "id",
+          sqlite_where=text("to_address IS NOT NULL"), postgresql_where=text("to_address IS NOT NULL")),
+)
+
+deliveries = Table(
+    "deliveries", metadata,
+    Column("id", String(26), primary_key=True),
+    Column("notification_id", String(26), nullable=False),
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(256), nullable=True),
+    Column("channel", String(16), nullable=False),
+    Column("provider", String(32), nullable=False),
+    Column("target", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("provider_message_id", String(256), nullable=True),
+    Column("created_at", Ms, nullable=False),
+    Column("updated_at", Ms, nullable=False),
+    # When a worker may claim the delivery: the next attempt while pending, the lease expiry
+    # while sending, NULL once final. The queue index holds only the open rows.
+    Column("due_at", Ms, nullable=True),
+    Column("lease_id", String(26), nullable=True),
+    Index("ix_deliveries_notification", "notification_id"),
+    Index("ix_deliveries_queue", "due_at",
+          sqlite_where=text("due_at IS NOT NULL"), postgresql_where=text("due_at IS NOT NULL")),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("scope", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("created_at", Ms, nullable=False),
+    Column("expires_at", Ms, nullable=False),
+    Index("ix_idempotency_keys_expires", "expires_at"),
+)

@@ -1,0 +1,143 @@
+"""One SQL store for SQLite (embedded mode) and PostgreSQL (cluster mode)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.resources import files
+from typing import Any
+
+import orjson
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from ....domain.errors import NotConfigured
+from .apps import SqlApps, SqlKeys
+from .idempotency import SqlIdempotency
+from .notifications import SqlNotifications
+from .queue import SqlQueue
+from .users import SqlDevices, SqlUsers
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA temp_store=MEMORY",
+    "PRAGMA cache_size=-65536",
+    "PRAGMA mmap_size=268435456",
+)
+_MIGRATION_LOCK = 0x7469_6469  # any constant: serialises concurrent migrations on PostgreSQL
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+class SqlTx:
+    """The repositories of one unit of work, sharing one connection."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.connection = conn
+        self.apps = SqlApps(conn)
+        self.keys = SqlKeys(conn)
+        self.users = SqlUsers(conn)
+        self.devices = SqlDevices(conn)
+        self.notifications = SqlNotifications(conn)
+        self.deliveries = SqlQueue(conn)
+        self.idempotency = SqlIdempotency(conn)
+
+
+class SqlStore:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+        parsed = make_url(url)
+        self.url = url
+        self.dialect = parsed.get_backend_name()
+        if self.dialect == "sqlite":
+            if parsed.drivername != "sqlite+aiosqlite":
+                raise NotConfigured("SQLite URLs use the async driver: sqlite+aiosqlite:///path.db")
+            self._writer = self._sqlite_engine(url, immediate=True, pool_size=1, echo=echo)
+            self._reader = self._sqlite_engine(url, immediate=False, pool_size=4, echo=echo)
+            # One writer at a time in this process; other processes wait on busy_timeout.
+            self._write_lock: asyncio.Lock | None = asyncio.Lock()
+        elif self.dialect == "postgresql":
+            if parsed.drivername != "postgresql+asyncpg":
+                url = str(parsed.set(drivername="postgresql+asyncpg").render_as_string(False))
+            try:
+                import asyncpg  # noqa: F401
+            except ImportError as exc:
+                raise NotConfigured(
+                    "PostgreSQL needs the asyncpg driver: pip install 'tidings[postgres]'"
+                ) from exc
+            self._writer = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, echo=echo,
+                json_serializer=_json_dumps, json_deserializer=orjson.loads,
+                pool_pre_ping=False)
+            self._reader = self._writer
+            self._write_lock = None
+        else:
+            raise NotConfigured(f"unsupported database {self.dialect!r}: use SQLite or PostgreSQL")
+
+    @staticmethod
+    def _sqlite_engine(url: str, *, immediate: bool, pool_size: int, echo: bool) -> AsyncEngine:
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=0, echo=echo,
+            json_serializer=_json_dumps, json_deserializer=orjson.loads)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Take transaction control from the driver so that BEGIN is ours to choose.
+            dbapi_conn.isolation_level = None
+            cursor = dbapi_conn.cursor()
+            for pragma in _SQLITE_PRAGMAS:
+                cursor.execute(pragma)
+            cursor.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Connection) -> None:
+            # IMMEDIATE takes the write lock up front: no deadlock upgrading a read to a write.
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+        return engine
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqlTx]:
+        if self._write_lock is None:
+            async with self._writer.begin() as conn:
+                yield SqlTx(conn)
+            return
+        async with self._write_lock, self._writer.begin() as conn:
+            yield SqlTx(conn)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[SqlTx]:
+        async with self._reader.connect() as conn:
+            try:
+                yield SqlTx(conn)
+            finally:
+                await conn.rollback()
+
+    async def migrate(self) -> None:
+        from alembic import command
+        from alembic.config import Config
+
+        def upgrade(conn: Connection) -> None:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+            config = Config()
+            config.set_main_option("script_location", str(files(__package__) / "migrations"))
+            config.attributes["connection"] = conn
+            command.upgrade(config, "head")
+
+        async with self._writer.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def ping(self) -> None:
+        async with self._reader.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def close(self) -> None:
+        await self._writer.dispose()
+        if self._reader is not self._writer:
+            await self._reader.dispose()

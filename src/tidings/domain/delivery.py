@@ -1,0 +1,111 @@
+"""The delivery state machine: what a provider said, and what happens to the delivery next."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from .notifications import DeliveryStatus
+from .retry import RetryPolicy
+
+
+@dataclass(frozen=True)
+class Sent:
+    message_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Retry:
+    reason: str
+    after: float | None = None  # seconds, from the provider's Retry-After
+
+
+@dataclass(frozen=True)
+class TargetInvalid:
+    """The token or address is gone for good: the device is disabled, nothing is retried."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """Sending this message can never work (a payload the provider rejects)."""
+
+    reason: str
+
+
+SendResult = Sent | Retry | TargetInvalid | Failed
+
+
+@dataclass(frozen=True)
+class OutboundMessage:
+    """One delivery as a provider sees it."""
+
+    delivery_id: str
+    notification_id: str
+    app_id: str
+    user_id: str | None
+    channel: str
+    provider: str
+    target: str  # device token / subscription JSON, phone or e-mail address
+    platform: str | None
+    title: str | None
+    body: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+    category: str | None = None
+    ttl: int | None = None
+    priority: str = "normal"
+    attempt: int = 1
+    device_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery a worker holds under lease `lease_id` until `lease_until`."""
+
+    delivery_id: str
+    notification_id: str
+    app_id: str
+    provider: str
+    attempts: int
+    lease_id: str
+    message: OutboundMessage | None  # None: its target vanished since it was queued
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: str
+    notification_id: str
+    lease_id: str
+    status: DeliveryStatus
+    at: datetime
+    due_at: datetime | None  # set when the delivery goes back to the queue
+    error: str | None = None
+    provider_message_id: str | None = None
+    disable_device: str | None = None  # device id the provider said is gone
+    disable_reason: str | None = None
+
+
+def decide(claim: Claim, result: SendResult, policy: RetryPolicy, now: datetime,
+           jitter: float | None = None) -> Outcome:
+    """Map a provider's answer onto the delivery's next state."""
+    base = {"delivery_id": claim.delivery_id, "notification_id": claim.notification_id,
+            "lease_id": claim.lease_id, "at": now, "due_at": None}
+    match result:
+        case Sent(message_id=mid):
+            return Outcome(status=DeliveryStatus.SENT, provider_message_id=mid, **base)
+        case TargetInvalid(reason=reason):
+            device = claim.message.device_id if claim.message else None
+            return Outcome(status=DeliveryStatus.FAILED, error=f"target invalid: {reason}",
+                           disable_device=device, disable_reason=reason, **base)
+        case Failed(reason=reason):
+            return Outcome(status=DeliveryStatus.FAILED, error=reason, **base)
+        case Retry(reason=reason, after=after):
+            if policy.exhausted(claim.attempts):
+                return Outcome(status=DeliveryStatus.FAILED,
+                               error=f"gave up after {claim.attempts} attempts: {reason}", **base)
+            delay = policy.delay(claim.attempts, after) if jitter is None else jitter
+            base["due_at"] = now + timedelta(seconds=delay)
+            return Outcome(status=DeliveryStatus.PENDING, error=reason, **base)
+    raise TypeError(f"not a send result: {result!r}")

@@ -1,0 +1,68 @@
+"""ULIDs: 48 bits of milliseconds then 80 random bits, Crockford base32, 26 characters.
+
+Ids minted in one process are strictly increasing even within one millisecond (the random part
+is incremented), so ordering by id is ordering by creation, which the inbox cursor relies on.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_DECODE = {c: i for i, c in enumerate(_ALPHABET)}
+_DECODE.update({c.lower(): i for i, c in enumerate(_ALPHABET)})
+_MAX_RANDOM = (1 << 80) - 1
+
+
+def _encode(value: int) -> str:
+    out = []
+    for _ in range(26):
+        out.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(out))
+
+
+class UlidFactory:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last_ms = -1
+        self._last_rand = 0
+
+    def new(self, now_ms: int | None = None) -> str:
+        ms = int(time.time() * 1000) if now_ms is None else now_ms
+        with self._lock:
+            if ms <= self._last_ms:
+                ms = self._last_ms
+                rand = self._last_rand + 1
+                if rand > _MAX_RANDOM:
+                    ms += 1
+                    rand = int.from_bytes(os.urandom(10), "big") >> 1
+            else:
+                rand = int.from_bytes(os.urandom(10), "big") >> 1
+            self._last_ms, self._last_rand = ms, rand
+        return _encode((ms << 80) | rand)
+
+
+_factory = UlidFactory()
+
+
+def new_id() -> str:
+    return _factory.new()
+
+
+def floor_id(ms: int) -> str:
+    """The smallest id minted at millisecond `ms`: turns a time bound into an id bound."""
+    return _encode(max(ms, 0) << 80)
+
+
+def is_ulid(value: str) -> bool:
+    return len(value) == 26 and value[0] in "01234567" and all(c in _DECODE for c in value)
+
+
+def timestamp_ms(ulid: str) -> int:
+    value = 0
+    for c in ulid[:10]:
+        value = value * 32 + _DECODE[c]
+    return value

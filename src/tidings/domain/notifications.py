@@ -1,0 +1,194 @@
+"""Notifications, their deliveries, and how a send fans out into deliveries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from .apps import App, route
+from .devices import Device
+from .ids import new_id
+
+
+class Channel(StrEnum):
+    PUSH = "push"
+    IN_APP = "in_app"
+    SMS = "sms"
+    EMAIL = "email"
+
+
+CHANNEL_BITS = {Channel.PUSH: 1, Channel.IN_APP: 2, Channel.SMS: 4, Channel.EMAIL: 8}
+DEFAULT_CHANNELS = (Channel.PUSH, Channel.IN_APP)
+
+
+def channel_mask(channels: Iterable[str]) -> int:
+    mask = 0
+    for c in channels:
+        mask |= CHANNEL_BITS[Channel(c)]
+    return mask
+
+
+class NotificationStatus(StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENT = "sent"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+OPEN_STATUSES = frozenset({DeliveryStatus.PENDING, DeliveryStatus.SENDING})
+DONE_OK = frozenset({DeliveryStatus.SENT, DeliveryStatus.DELIVERED})
+
+
+@dataclass
+class Delivery:
+    id: str
+    notification_id: str
+    app_id: str
+    user_id: str | None
+    channel: str
+    provider: str
+    target: str | None
+    status: str
+    attempts: int
+    error: str | None
+    provider_message_id: str | None
+    created_at: datetime
+    updated_at: datetime
+    due_at: datetime | None  # when a worker may claim it; None once it is final
+
+
+@dataclass
+class Notification:
+    id: str
+    app_id: str
+    user_id: str | None
+    to: dict[str, str]
+    to_address: str | None
+    channels: list[str]
+    title: str | None
+    body: str | None
+    data: dict[str, Any]
+    category: str | None
+    created_at: datetime
+    send_at: datetime | None
+    status: str
+    read_at: datetime | None
+    sender_id: str | None
+    ttl: int | None
+    priority: str
+    deliveries: list[Delivery] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Message:
+    """What is sent, the same for every recipient of one request."""
+
+    channels: tuple[str, ...]
+    title: str | None = None
+    body: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    category: str | None = None
+    ttl: int | None = None
+    priority: str = "normal"
+    sender_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """One addressee: a user of the app (with what we know of them) or a raw address."""
+
+    user_id: str | None = None
+    phone: str | None = None
+    email: str | None = None
+    devices: tuple[Device, ...] = ()
+
+    @property
+    def to(self) -> dict[str, str]:
+        if self.user_id is not None:
+            return {"user_id": self.user_id}
+        if self.phone is not None:
+            return {"phone": self.phone}
+        return {"email": self.email or ""}
+
+    @property
+    def address(self) -> str | None:
+        return None if self.user_id is not None else (self.phone or self.email)
+
+
+def derive_status(deliveries: Sequence[Delivery] | Sequence[str]) -> NotificationStatus:
+    """A notification's status follows from its deliveries.
+
+    Skipped deliveries (nothing to send to) neither help nor hurt; a notification none of whose
+    deliveries could even be attempted has failed, since nothing reached the recipient.
+    """
+    statuses = [d if isinstance(d, str) else d.status for d in deliveries]
+    if any(s in OPEN_STATUSES for s in statuses):
+        return NotificationStatus.QUEUED
+    ok = sum(1 for s in statuses if s in DONE_OK)
+    failed = sum(1 for s in statuses if s == DeliveryStatus.FAILED)
+    if ok and not failed:
+        return NotificationStatus.SENT
+    if ok and failed:
+        return NotificationStatus.PARTIALLY_FAILED
+    return NotificationStatus.FAILED
+
+
+def plan_notification(app: App, recipient: Recipient, message: Message, now: datetime) -> Notification:
+    """One notification for the recipient with one delivery per target (the outbox rows)."""
+    notification_id = new_id()
+    deliveries: list[Delivery] = []
+
+    def add(channel: str, provider: str, target: str | None, status: str, error: str | None) -> None:
+        deliveries.append(
+            Delivery(
+                id=new_id(), notification_id=notification_id, app_id=app.id,
+                user_id=recipient.user_id, channel=channel, provider=provider, target=target,
+                status=status, attempts=0, error=error, provider_message_id=None,
+                created_at=now, updated_at=now,
+                due_at=now if status == DeliveryStatus.PENDING else None,
+            )
+        )
+
+    for channel in message.channels:
+        if channel == Channel.PUSH:
+            enabled = [d for d in recipient.devices if d.enabled]
+            if not enabled:
+                add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no enabled device")
+            for device in enabled:
+                provider = device.provider or route(app, channel, device.platform)
+                add(channel, provider, device.id, DeliveryStatus.PENDING, None)
+        elif channel == Channel.IN_APP:
+            # Stored is delivered: the inbox row is written in the same transaction.
+            add(channel, route(app, channel), recipient.user_id, DeliveryStatus.SENT, None)
+        elif channel == Channel.SMS:
+            if recipient.phone:
+                add(channel, route(app, channel), recipient.phone, DeliveryStatus.PENDING, None)
+            else:
+                add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no phone number")
+        elif channel == Channel.EMAIL:
+            if recipient.email:
+                add(channel, route(app, channel), recipient.email, DeliveryStatus.PENDING, None)
+            else:
+                add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no email address")
+    return Notification(
+        id=notification_id, app_id=app.id, user_id=recipient.user_id, to=recipient.to,
+        to_address=recipient.address, channels=list(message.channels), title=message.title,
+        body=message.body, data=dict(message.data), category=message.category, created_at=now,
+        send_at=None, status=derive_status(deliveries), read_at=None,
+        sender_id=message.sender_id, ttl=message.ttl, priority=message.priority,
+        deliveries=deliveries,
+    )

@@ -1,0 +1,42 @@
+"""Opaque cursors: what the client gets back is meaningless to it and checked when it returns."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from .errors import ValidationFailed
+
+T = TypeVar("T")
+MAX_LIMIT = 200
+DEFAULT_LIMIT = 50
+
+
+@dataclass
+class Page(Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def encode_cursor(*parts: str) -> str:
+    raw = "\x1f".join(parts).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, parts: int = 1) -> list[str]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = base64.urlsafe_b64decode(padded.encode("ascii")).decode().split("\x1f")
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValidationFailed.on("cursor", "is not a cursor this service gave out") from exc
+    if len(values) != parts or not all(values):
+        raise ValidationFailed.on("cursor", "is not a cursor this service gave out")
+    return values
+
+
+def check_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValidationFailed.on("limit", f"must be between 1 and {MAX_LIMIT}")
+    return limit

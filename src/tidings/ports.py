@@ -1,0 +1,158 @@
+"""The interfaces the service layer needs. Adapters implement them; nothing here does I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from .domain.apps import ApiKey, App
+from .domain.delivery import Claim, OutboundMessage, Outcome, SendResult
+from .domain.devices import Device
+from .domain.idempotency import IdempotencyRecord
+from .domain.notifications import Notification
+from .domain.users import AttributeEquals, User
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+@dataclass(frozen=True)
+class InboxQuery:
+    channel: str | None = None
+    unread_only: bool = False
+    after_id: str | None = None  # lower id bound, inclusive (from `since`)
+    before_id: str | None = None  # upper id bound, exclusive (from `until` or the cursor)
+
+
+class AppRepo(Protocol):
+    async def get(self, app_id: str) -> App | None: ...
+    async def list(self, limit: int, after: str | None) -> list[App]: ...
+    async def add(self, app: App) -> None: ...
+    async def update(self, app: App) -> None: ...
+    async def delete(self, app_id: str) -> bool:
+        """Remove the app and everything it owns: keys, users, devices, notifications."""
+        ...
+
+
+class KeyRepo(Protocol):
+    async def add(self, key: ApiKey) -> None: ...
+    async def by_hash(self, key_hash: str) -> ApiKey | None: ...
+    async def get(self, key_id: str) -> ApiKey | None: ...
+    async def active(self, app_id: str | None) -> list[ApiKey]:
+        """Unrevoked keys of the app; `None` means the operator's admin keys."""
+        ...
+    async def revoke(self, key_id: str, at: datetime) -> bool: ...
+
+
+class UserRepo(Protocol):
+    async def get(self, app_id: str, user_id: str) -> User | None: ...
+    async def get_many(self, app_id: str, user_ids: Sequence[str]) -> dict[str, User]: ...
+    async def upsert(self, user: User) -> bool:
+        """Insert or replace the profile; True when it was created."""
+        ...
+    async def ensure(self, app_id: str, user_id: str, at: datetime) -> None:
+        """Create an empty profile if the user has none."""
+        ...
+    async def delete(self, app_id: str, user_id: str) -> bool:
+        """Remove the profile, devices, inbox and deliveries; True if anything existed."""
+        ...
+    async def list(self, app_id: str, filters: Sequence[AttributeEquals], limit: int,
+                   after: str | None) -> list[User]: ...
+
+
+class DeviceRepo(Protocol):
+    async def get(self, app_id: str, device_id: str) -> Device | None: ...
+    async def by_token(self, app_id: str, token_key: str) -> Device | None: ...
+    async def for_user(self, app_id: str, user_id: str) -> list[Device]: ...
+    async def for_users(self, app_id: str, user_ids: Sequence[str]) -> dict[str, list[Device]]: ...
+    async def add(self, device: Device) -> None:
+        """Raises StoreConflict when the token is already paired in the app."""
+        ...
+    async def update(self, device: Device) -> None: ...
+    async def delete(self, app_id: str, device_id: str) -> bool: ...
+
+
+class NotificationRepo(Protocol):
+    async def add_many(self, notifications: Sequence[Notification]) -> None:
+        """Write notifications with their deliveries (the outbox)."""
+        ...
+    async def get(self, app_id: str, notification_id: str) -> Notification | None: ...
+    async def inbox(self, app_id: str, user_id: str, query: InboxQuery, limit: int,
+                    with_deliveries: bool = True) -> list[Notification]: ...
+    async def unread_count(self, app_id: str, user_id: str, channel: str | None) -> int: ...
+    async def mark_read(self, app_id: str, user_id: str, notification_id: str,
+                        at: datetime) -> Notification | None: ...
+    async def mark_all_read(self, app_id: str, user_id: str, channel: str | None,
+                            before_id: str | None, at: datetime) -> int: ...
+    async def by_address(self, app_id: str, address: str, limit: int,
+                         before_id: str | None) -> list[Notification]: ...
+
+
+class DeliveryQueue(Protocol):
+    async def claim(self, now: datetime, limit: int, lease_seconds: float,
+                    lease_id: str) -> list[Claim]:
+        """Take up to `limit` due deliveries (pending, or whose lease expired) under a lease."""
+        ...
+    async def record(self, outcomes: Sequence[Outcome]) -> int:
+        """Store outcomes of deliveries still under their lease, disable devices the providers
+        reported gone, and bring the notifications' status up to date. Returns how many
+        outcomes were taken (a lost lease drops its outcome)."""
+        ...
+
+
+class IdempotencyRepo(Protocol):
+    async def get(self, scope: str, key: str) -> IdempotencyRecord | None: ...
+    async def put(self, record: IdempotencyRecord) -> None:
+        """Raises StoreConflict when the key was taken meanwhile."""
+        ...
+    async def purge(self, now: datetime) -> int: ...
+
+
+class Tx(Protocol):
+    """One unit of work: everything done through it commits together or not at all."""
+
+    apps: AppRepo
+    keys: KeyRepo
+    users: UserRepo
+    devices: DeviceRepo
+    notifications: NotificationRepo
+    deliveries: DeliveryQueue
+    idempotency: IdempotencyRepo
+
+
+class Store(Protocol):
+    def transaction(self) -> AbstractAsyncContextManager[Tx]:
+        """A read-write unit of work."""
+        ...
+
+    def reader(self) -> AbstractAsyncContextManager[Tx]:
+        """A read-only view; writing through it is an error."""
+        ...
+
+    async def migrate(self) -> None: ...
+    async def ping(self) -> None: ...
+    async def close(self) -> None: ...
+
+
+class Provider(Protocol):
+    """A delivery channel's backend (FCM, APNs, Twilio, …) for one app's credentials.
+
+    `send` takes a batch so that a provider can pipeline, multiplex or use a batch API; it
+    returns one result per message, in order, and never raises for a per-message failure.
+    """
+
+    name: str
+    max_concurrency: int
+
+    async def send(self, messages: Sequence[OutboundMessage]) -> Sequence[SendResult]: ...
+    async def close(self) -> None: ...
+
+
+class ProviderFactory(Protocol):
+    def __call__(self, name: str, config: dict[str, object]) -> Provider:
+        """Build the named provider for one app's (decrypted) settings."""
+        ...
