@@ -90,22 +90,24 @@ class Outcome:
 def decide(claim: Claim, result: SendResult, policy: RetryPolicy, now: datetime,
            jitter: float | None = None) -> Outcome:
     """Map a provider's answer onto the delivery's next state."""
-    base = {"delivery_id": claim.delivery_id, "notification_id": claim.notification_id,
-            "lease_id": claim.lease_id, "at": now, "due_at": None}
+
+    def outcome(status: DeliveryStatus, error: str | None = None, **extra: Any) -> Outcome:
+        return Outcome(claim.delivery_id, claim.notification_id, claim.lease_id, status, now,
+                       extra.pop("due_at", None), error=error, **extra)
+
     match result:
         case Sent(message_id=mid):
-            return Outcome(status=DeliveryStatus.SENT, provider_message_id=mid, **base)
+            return outcome(DeliveryStatus.SENT, provider_message_id=mid)
         case TargetInvalid(reason=reason):
             device = claim.message.device_id if claim.message else None
-            return Outcome(status=DeliveryStatus.FAILED, error=f"target invalid: {reason}",
-                           disable_device=device, disable_reason=reason, **base)
+            return outcome(DeliveryStatus.FAILED, f"target invalid: {reason}",
+                           disable_device=device, disable_reason=reason)
         case Failed(reason=reason):
-            return Outcome(status=DeliveryStatus.FAILED, error=reason, **base)
+            return outcome(DeliveryStatus.FAILED, reason)
         case Retry(reason=reason, after=after):
             if policy.exhausted(claim.attempts):
-                return Outcome(status=DeliveryStatus.FAILED,
-                               error=f"gave up after {claim.attempts} attempts: {reason}", **base)
+                return outcome(DeliveryStatus.FAILED,
+                               f"gave up after {claim.attempts} attempts: {reason}")
             delay = policy.delay(claim.attempts, after) if jitter is None else jitter
-            base["due_at"] = now + timedelta(seconds=delay)
-            return Outcome(status=DeliveryStatus.PENDING, error=reason, **base)
+            return outcome(DeliveryStatus.PENDING, reason, due_at=now + timedelta(seconds=delay))
     raise TypeError(f"not a send result: {result!r}")

@@ -97,3 +97,7 @@ class StoreConflict(TidingsError):
 
     title = "Conflict"
     kind = "conflict"
+
+
+class IdempotencyRace(StoreConflict):
+    """Another request with the same idempotency key committed first."""

@@ -13,7 +13,8 @@ class RetryPolicy:
     cap_seconds: float = 3600.0
     max_retry_after_seconds: float = 86400.0
 
-    def delay(self, attempts: int, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    def delay(self, attempts: int, retry_after: float | None = None,
+              rng: random.Random | None = None) -> float:
         """Seconds to wait after the `attempts`-th attempt failed transiently.
 
         A provider's Retry-After is honoured as given (bounded by a day, so a broken header

@@ -8,7 +8,7 @@ from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from ....domain.errors import StoreConflict
+from ....domain.errors import IdempotencyRace
 from ....domain.idempotency import IdempotencyRecord
 from .rows import from_ms, to_ms
 from .schema import idempotency_keys as t
@@ -37,7 +37,7 @@ class SqlIdempotency:
                 status_code=record.status_code, body=record.body,
                 created_at=to_ms(record.created_at), expires_at=to_ms(record.expires_at)))
         except IntegrityError as exc:
-            raise StoreConflict("idempotency key taken") from exc
+            raise IdempotencyRace("idempotency key taken") from exc
 
     async def purge(self, now: datetime) -> int:
         result = await self._c.execute(delete(t).where(t.c.expires_at <= to_ms(now)))

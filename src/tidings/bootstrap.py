@@ -1,0 +1,118 @@
+"""The composition root: builds every adapter and service from settings, and nothing else does."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from .adapters.registry import STORES, build_provider, load
+from .domain.errors import NotConfigured
+from .domain.retry import RetryPolicy
+from .ports import Clock, ProviderFactory, Store
+from .service.apps import Apps
+from .service.clock import SystemClock
+from .service.delivery import Dispatcher
+from .service.idempotency import Idempotency
+from .service.inbox import Inbox
+from .service.keys import Credentials
+from .service.pairing import Pairing
+from .service.providers import ProviderPool
+from .service.secrets import SecretBox
+from .service.sending import Sender
+from .service.users import Users
+from .settings import Settings
+
+log = logging.getLogger("tidings")
+
+
+@dataclass
+class Container:
+    settings: Settings
+    store: Store
+    clock: Clock
+    box: SecretBox
+    credentials: Credentials
+    apps: Apps
+    users: Users
+    pairing: Pairing
+    inbox: Inbox
+    idempotency: Idempotency
+    sender: Sender
+    providers: ProviderPool
+    dispatcher: Dispatcher
+
+    async def prepare(self) -> str | None:
+        """Migrate the schema and make sure an admin key exists; returns a new admin key once."""
+        await self.store.migrate()
+        admin = self.settings.admin_key.get_secret_value() if self.settings.admin_key else None
+        return await self.credentials.ensure_admin(admin)
+
+    async def close(self) -> None:
+        await self.providers.close()
+        await self.store.close()
+
+
+def key_file_for(database_url: str) -> Path | None:
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database + ".key")
+
+
+def resolve_secret_key(settings: Settings) -> str:
+    """TIDINGS_SECRET_KEY, or in the embedded mode a key file kept beside the database."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value()
+    path = key_file_for(settings.database_url)
+    if path is None:
+        raise NotConfigured(
+            "TIDINGS_SECRET_KEY is not set. It encrypts provider secrets at rest and every "
+            "server must share it: create one with `tidings secret-key` and set "
+            "TIDINGS_SECRET_KEY=<that value> in the environment of every tidings process."
+        )
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(SecretBox.generate() + "\n")
+    log.warning("created the secret key file %s: it encrypts provider secrets in the database; "
+                "back it up with the database, or set TIDINGS_SECRET_KEY", path)
+    return path.read_text().strip()
+
+
+def build(settings: Settings | None = None, *, store: Store | None = None,
+          clock: Clock | None = None, provider_factory: ProviderFactory | None = None,
+          **_: Any) -> Container:
+    settings = settings or Settings()
+    if store is None:
+        backend = make_url(settings.database_url).get_backend_name()
+        store = load(STORES, backend, "store")(settings.database_url,
+                                               pool_size=settings.database_pool_size)
+    assert store is not None
+    clock = clock or SystemClock()
+    box = SecretBox(resolve_secret_key(settings))
+    policy = RetryPolicy(max_attempts=settings.retry_max_attempts,
+                         base_seconds=settings.retry_base_seconds,
+                         cap_seconds=settings.retry_cap_seconds)
+    providers = ProviderPool(store, box, provider_factory or build_provider,
+                             settings.provider_concurrency, settings.provider_default_concurrency)
+    dispatcher = Dispatcher(store, clock, providers, policy,
+                            batch_size=settings.worker_batch_size,
+                            lease_seconds=settings.worker_lease_seconds,
+                            poll_interval=settings.worker_poll_interval)
+    idempotency = Idempotency(store, clock, box)
+    return Container(
+        settings=settings, store=store, clock=clock, box=box,
+        credentials=Credentials(store, clock, box, settings.auth_cache_seconds),
+        apps=Apps(store, clock, box, settings.auth_cache_seconds), users=Users(store, clock),
+        pairing=Pairing(store, clock),
+        inbox=Inbox(store, clock), idempotency=idempotency,
+        sender=Sender(store, clock, idempotency, on_queued=dispatcher.wake),
+        providers=providers, dispatcher=dispatcher,
+    )

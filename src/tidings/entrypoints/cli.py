@@ -1,0 +1,146 @@
+"""The `tidings` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from .. import __version__
+from ..domain.errors import NotConfigured, TidingsError
+from ..settings import Settings
+
+cli = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Tidings: one notification service for every app of a company.")
+err = Console(stderr=True)
+out = Console()
+
+
+def _settings() -> Settings:
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        for e in exc.errors():
+            name = "TIDINGS_" + "_".join(str(p) for p in e["loc"]).upper()
+            err.print(f"[red]error:[/] {name}: {e['msg']}")
+        raise typer.Exit(2) from None
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err.print(f"[red]error:[/] {exc}")
+    return typer.Exit(1)
+
+
+async def _prepare(container) -> None:  # type: ignore[no-untyped-def]
+    new_admin = await container.prepare()
+    if new_admin:
+        err.print(Panel.fit(
+            f"[bold]{new_admin}[/]\n\nThis admin key is shown once: keep it now. "
+            "Set TIDINGS_ADMIN_KEY to choose your own.", title="First start: admin key"))
+
+
+@cli.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8080,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker",
+                                         help="run the delivery worker in this process")] = True,
+) -> None:
+    """Serve the HTTP API (and, unless --no-worker, deliver in the same process)."""
+    import uvicorn
+
+    from ..bootstrap import build
+    from .http.app import create_app
+
+    settings = _settings()
+    _logging(settings.log_level)
+
+    async def main() -> None:
+        try:
+            container = build(settings)
+            await _prepare(container)
+        except (TidingsError, OSError) as exc:
+            raise _fail(exc) from None
+        app = create_app(container, run_worker=worker, close_container=True)
+        config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(),
+                                access_log=False, proxy_headers=True, server_header=False)
+        err.print(f"Tidings {__version__} on http://{host}:{port} "
+                  f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}"
+                  f"{', with worker' if worker else ''})")
+        await uvicorn.Server(config).serve()
+
+    asyncio.run(main())
+
+
+@cli.command("worker")
+def worker_command() -> None:
+    """Run the delivery worker alone (cluster mode: any number of them)."""
+    from ..bootstrap import build
+    from .worker import run_worker
+
+    settings = _settings()
+    _logging(settings.log_level)
+
+    async def main() -> None:
+        try:
+            container = build(settings)
+            await container.store.migrate()
+        except (TidingsError, OSError) as exc:
+            raise _fail(exc) from None
+        await run_worker(container)
+
+    asyncio.run(main())
+
+
+@cli.command()
+def migrate() -> None:
+    """Bring the database schema up to date (serve and worker do this on start too)."""
+    from ..bootstrap import build
+
+    settings = _settings()
+    _logging(settings.log_level)
+
+    async def main() -> None:
+        try:
+            container = build(settings)
+            await _prepare(container)
+            await container.close()
+        except (TidingsError, OSError) as exc:
+            raise _fail(exc) from None
+
+    asyncio.run(main())
+    out.print("schema is up to date")
+
+
+@cli.command("secret-key")
+def secret_key() -> None:
+    """Print a new key for TIDINGS_SECRET_KEY."""
+    from ..service.secrets import SecretBox
+
+    out.print(SecretBox.generate())
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    out.print(__version__)
+
+
+def main() -> None:
+    try:
+        cli()
+    except NotConfigured as exc:
+        err.print(f"[red]error:[/] {exc}")
+        sys.exit(1)

@@ -1,0 +1,38 @@
+"""The Idempotency-Key header, as every creating POST reads it."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import Request
+from starlette.responses import Response
+
+from ...domain.apps import Principal
+from ...domain.idempotency import IdempotencyClaim, fingerprint
+from ...service.idempotency import Answer, Replay
+from .deps import services
+
+REPLAYED = {"Idempotent-Replayed": "true"}
+
+
+async def begin(request: Request, principal: Principal) -> Replay | IdempotencyClaim | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    raw = await request.body()
+    try:
+        value = orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        value = raw.decode("utf-8", "replace")
+    scope = principal.app_id or "~admin"
+    fp = fingerprint(request.method, request.url.path, value)
+    return await services(request).idempotency.check(scope, key, fp)
+
+
+def replay(r: Replay) -> Response:
+    return Response(r.body, status_code=r.status_code, media_type="application/json",
+                    headers=REPLAYED)
+
+
+def respond(a: Answer) -> Response:
+    return Response(a.body, status_code=a.status_code, media_type="application/json",
+                    headers=REPLAYED if a.replayed else None)

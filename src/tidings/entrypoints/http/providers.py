@@ -1,0 +1,136 @@
+"""The settings each provider takes (API.md, Apps), checked before they are sealed and stored.
+
+Secrets are write-only: these models only ever validate input; nothing renders them back.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+HttpEndpoint = Field(None, pattern=r"^https?://[^\s]+$", max_length=2048)
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class ServiceAccount(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["service_account"]
+    project_id: str = Field(min_length=1)
+    private_key: str = Field(min_length=1)
+    client_email: str = Field(min_length=3)
+    token_uri: str = Field("https://oauth2.googleapis.com/token", pattern=r"^https?://[^\s]+$")
+
+    @field_validator("private_key")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        if "PRIVATE KEY-----" not in value:
+            raise ValueError("must be the PEM private key of the service account")
+        return value
+
+
+class FcmSettings(_Settings):
+    credentials: ServiceAccount
+    endpoint: str | None = HttpEndpoint
+
+    @field_validator("credentials", mode="before")
+    @classmethod
+    def _parse(cls, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str) else value
+
+
+class ApnsSettings(_Settings):
+    team_id: str = Field(pattern=r"^[A-Z0-9]{10}$")
+    key_id: str = Field(pattern=r"^[A-Z0-9]{10}$")
+    private_key: str = Field(min_length=1)
+    topic: str = Field(min_length=1, max_length=255)
+    environment: Literal["production", "sandbox"] = "production"
+    endpoint: str | None = HttpEndpoint
+
+    @field_validator("private_key")
+    @classmethod
+    def _pem(cls, value: str) -> str:
+        if "PRIVATE KEY-----" not in value:
+            raise ValueError("must be the PEM (.p8) signing key")
+        return value
+
+
+class WebPushSettings(_Settings):
+    vapid_private_key: str = Field(min_length=1)
+    vapid_subject: str = Field(pattern=r"^(mailto:|https://)[^\s]+$")
+    endpoint: str | None = HttpEndpoint
+
+
+class SnsSettings(_Settings):
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    platform_applications: dict[str, str] = Field(default_factory=dict)
+    endpoint_url: str | None = HttpEndpoint
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    @field_validator("platform_applications")
+    @classmethod
+    def _arns(cls, value: dict[str, str]) -> dict[str, str]:
+        for platform, arn in value.items():
+            if not arn.startswith("arn:aws"):
+                raise ValueError(f"{platform}: must be a platform application ARN")
+        return value
+
+
+class SesSettings(_Settings):
+    region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    from_: str = Field(alias="from", min_length=3, max_length=320)
+    endpoint_url: str | None = HttpEndpoint
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+
+class SmtpSettings(_Settings):
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(587, ge=1, le=65535)
+    username: str | None = None
+    password: str | None = None
+    starttls: bool = True
+    tls: bool = False
+    from_: str = Field(alias="from", min_length=3, max_length=320)
+
+
+class TwilioSettings(_Settings):
+    account_sid: str = Field(pattern=r"^AC[0-9a-fA-F]{32}$")
+    auth_token: str = Field(min_length=1)
+    from_: str = Field(alias="from", min_length=1, max_length=64)
+    endpoint: str | None = HttpEndpoint
+
+
+class WebhookSettings(_Settings):
+    url: str | None = HttpEndpoint
+    secret: str | None = None
+
+
+class LogSettings(_Settings):
+    pass
+
+
+SETTINGS: dict[str, type[BaseModel]] = {
+    "fcm": FcmSettings, "apns": ApnsSettings, "webpush": WebPushSettings, "sns": SnsSettings,
+    "ses": SesSettings, "smtp": SmtpSettings, "twilio": TwilioSettings,
+    "webhook": WebhookSettings, "log": LogSettings,
+}
+PROVIDER_NAMES = tuple(SETTINGS)
+
+
+def check_provider_settings(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    model = SETTINGS.get(name)
+    if model is None:
+        raise ValueError(f"unknown provider {name!r}; known: {', '.join(PROVIDER_NAMES)}")
+    try:
+        parsed = model.model_validate(config)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ValueError(f"{name}.{where}: {first['msg']}") from None
+    return parsed.model_dump(by_alias=True, exclude_none=True)

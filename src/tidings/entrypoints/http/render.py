@@ -1,0 +1,69 @@
+"""Domain objects to JSON, by hand: this is the hot path of every read, and dicts plus orjson
+are several times faster than response-model validation."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from ...domain.apps import ApiKey, App
+from ...domain.devices import Device
+from ...domain.notifications import Delivery, Notification
+from ...domain.users import User
+
+
+def ts(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+def app(a: App) -> dict[str, Any]:
+    return {"id": a.id, "name": a.name, "providers": a.provider_names, "routing": a.routing,
+            "defaults": a.defaults, "webhook": a.webhook, "created_at": ts(a.created_at),
+            "updated_at": ts(a.updated_at)}
+
+
+def key(k: ApiKey) -> dict[str, Any]:
+    return {"id": k.id, "prefix": k.prefix, "created_at": ts(k.created_at),
+            "revoked_at": ts(k.revoked_at)}
+
+
+def user(u: User) -> dict[str, Any]:
+    return {"id": u.id, "email": u.email, "phone": u.phone, "timezone": u.timezone,
+            "locale": u.locale, "attributes": u.attributes, "created_at": ts(u.created_at),
+            "updated_at": ts(u.updated_at)}
+
+
+def device(d: Device, effective_provider: str | None = None) -> dict[str, Any]:
+    return {"id": d.id, "user_id": d.user_id, "platform": d.platform,
+            "provider": d.provider or effective_provider, "enabled": d.enabled,
+            "disabled_reason": d.disabled_reason, "device_info": d.device_info,
+            "app_version": d.app_version, "created_at": ts(d.created_at),
+            "last_seen_at": ts(d.last_seen_at)}
+
+
+def delivery(d: Delivery) -> dict[str, Any]:
+    return {"id": d.id, "channel": d.channel, "provider": d.provider, "target": d.target,
+            "status": d.status, "attempts": d.attempts, "error": d.error,
+            "provider_message_id": d.provider_message_id, "updated_at": ts(d.updated_at)}
+
+
+def notification(n: Notification) -> dict[str, Any]:
+    return {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,
+            "title": n.title, "body": n.body, "data": n.data, "category": n.category,
+            "created_at": ts(n.created_at), "send_at": ts(n.send_at), "status": n.status,
+            "read_at": ts(n.read_at), "sender_id": n.sender_id, "ttl": n.ttl,
+            "priority": n.priority, "deliveries": [delivery(d) for d in n.deliveries]}
+
+
+def notifications_body(items: list[Notification]) -> bytes:
+    return orjson.dumps({"items": [notification(n) for n in items]})

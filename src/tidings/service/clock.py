@@ -1,0 +1,10 @@
+"""The real clock; tests hand the service a fake one through the Clock port."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)

@@ -1,0 +1,103 @@
+"""The delivery engine: claim due deliveries under a lease, hand them to their providers in
+batches, record what happened. At-least-once: a worker that dies leaves leases that expire,
+and its deliveries are claimed again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+from ..domain.delivery import Claim, Failed, Outcome, Retry, SendResult, decide
+from ..domain.errors import NotConfigured
+from ..domain.ids import new_id
+from ..domain.notifications import DeliveryStatus
+from ..domain.retry import RetryPolicy
+from ..ports import Clock, Store
+from .providers import ProviderPool
+
+log = logging.getLogger("tidings.worker")
+
+
+class Dispatcher:
+    def __init__(self, store: Store, clock: Clock, providers: ProviderPool, policy: RetryPolicy,
+                 *, batch_size: int = 500, lease_seconds: float = 60.0,
+                 poll_interval: float = 0.5) -> None:
+        self._store = store
+        self._clock = clock
+        self._providers = providers
+        self._policy = policy
+        self._batch = batch_size
+        self._lease = lease_seconds
+        self._poll = poll_interval
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """New work was queued in this process: no need to wait for the next poll."""
+        self._wake.set()
+
+    async def run_once(self) -> int:
+        """Claim one batch, send it, record it. Returns how many deliveries were handled."""
+        lease_id = new_id()
+        async with self._store.transaction() as tx:
+            claims = await tx.deliveries.claim(self._clock.now(), self._batch, self._lease, lease_id)
+        if not claims:
+            return 0
+        groups: dict[tuple[str, str], list[Claim]] = defaultdict(list)
+        outcomes: list[Outcome] = []
+        for claim in claims:
+            now = self._clock.now()
+            if claim.message is None:
+                outcomes.append(Outcome(claim.delivery_id, claim.notification_id, claim.lease_id,
+                                        DeliveryStatus.SKIPPED, now, None,
+                                        error="the device was removed or disabled"))
+            elif claim.attempts > self._policy.max_attempts:
+                # Only expired leases get here: a worker died holding it, again and again.
+                outcomes.append(decide(claim, Failed(
+                    f"lease expired after {claim.attempts - 1} attempts"), self._policy, now))
+            else:
+                groups[(claim.app_id, claim.provider)].append(claim)
+        sent = await asyncio.gather(*(self._send(app_id, name, group)
+                                      for (app_id, name), group in groups.items()))
+        for batch in sent:
+            outcomes.extend(batch)
+        async with self._store.transaction() as tx:
+            await tx.deliveries.record(outcomes)
+        return len(claims)
+
+    async def _send(self, app_id: str, name: str, claims: Sequence[Claim]) -> list[Outcome]:
+        results: Sequence[SendResult]
+        try:
+            provider = await self._providers.get(app_id, name)
+            async with self._providers.limit(name):
+                results = await provider.send([c.message for c in claims if c.message])
+            if len(results) != len(claims):
+                raise RuntimeError(f"provider {name} returned {len(results)} results "
+                                   f"for {len(claims)} messages")
+        except NotConfigured as exc:
+            results = [Failed(str(exc))] * len(claims)
+        except Exception as exc:
+            log.exception("provider %s failed on a batch of %d", name, len(claims))
+            results = [Retry(f"provider error: {type(exc).__name__}")] * len(claims)
+        now = self._clock.now()
+        return [decide(c, r, self._policy, now) for c, r in zip(claims, results, strict=True)]
+
+    async def run(self, stop: asyncio.Event) -> None:
+        log.info("delivery worker started")
+        while not stop.is_set():
+            try:
+                handled = await self.run_once()
+            except Exception:
+                log.exception("delivery worker: a round failed; retrying shortly")
+                handled = 0
+                await asyncio.sleep(self._poll)
+            if handled:
+                continue
+            self._wake.clear()
+            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+            _, pending = await asyncio.wait(waiters, timeout=self._poll,
+                                            return_when=asyncio.FIRST_COMPLETED)
+            for task in pending:
+                task.cancel()
+        log.info("delivery worker stopped")

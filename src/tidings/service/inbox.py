@@ -1,0 +1,90 @@
+"""Each user's inbox: every notification sent to them, newest first, with read state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ..domain.errors import NotFound, ValidationFailed
+from ..domain.ids import floor_id, is_ulid
+from ..domain.notifications import Notification
+from ..domain.pagination import check_limit, decode_cursor, encode_cursor
+from ..ports import Clock, InboxQuery, Store
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    items: list[Notification]
+    next_cursor: str | None
+    unread_count: int
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def _cursor_id(cursor: str | None) -> str | None:
+    if cursor is None:
+        return None
+    (last,) = decode_cursor(cursor)
+    if not is_ulid(last):
+        raise ValidationFailed.on("cursor", "is not a cursor this service gave out")
+    return last
+
+
+class Inbox:
+    def __init__(self, store: Store, clock: Clock) -> None:
+        self._store = store
+        self._clock = clock
+
+    async def page(self, app_id: str, user_id: str, *, channel: str | None = None,
+                   since: datetime | None = None, until: datetime | None = None,
+                   unread_only: bool = False, limit: int = 50, cursor: str | None = None,
+                   with_deliveries: bool = True) -> InboxPage:
+        check_limit(limit)
+        if since is not None and until is not None and since >= until:
+            raise ValidationFailed.on("until", "must be after since")
+        before = _cursor_id(cursor)
+        if until is not None:
+            bound = floor_id(_ms(until))
+            before = bound if before is None else min(before, bound)
+        query = InboxQuery(channel=channel, unread_only=unread_only,
+                           after_id=floor_id(_ms(since)) if since is not None else None,
+                           before_id=before)
+        async with self._store.reader() as tx:
+            items = await tx.notifications.inbox(app_id, user_id, query, limit + 1,
+                                                 with_deliveries)
+            unread = await tx.notifications.unread_count(app_id, user_id, channel)
+        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+        return InboxPage(items[:limit], next_cursor, unread)
+
+    async def read(self, app_id: str, user_id: str, notification_id: str) -> Notification:
+        async with self._store.transaction() as tx:
+            found = await tx.notifications.mark_read(app_id, user_id, notification_id,
+                                                     self._clock.now())
+        if found is None:
+            raise NotFound(f"notification {notification_id} not found")
+        return found
+
+    async def read_all(self, app_id: str, user_id: str, channel: str | None = None,
+                       until: datetime | None = None) -> int:
+        before = floor_id(_ms(until)) if until is not None else None
+        async with self._store.transaction() as tx:
+            return await tx.notifications.mark_all_read(app_id, user_id, channel, before,
+                                                        self._clock.now())
+
+    async def get(self, app_id: str, notification_id: str) -> Notification:
+        async with self._store.reader() as tx:
+            found = await tx.notifications.get(app_id, notification_id)
+        if found is None:
+            raise NotFound(f"notification {notification_id} not found")
+        return found
+
+    async def by_address(self, app_id: str, address: str, limit: int = 50,
+                         cursor: str | None = None) -> tuple[list[Notification], str | None]:
+        check_limit(limit)
+        async with self._store.reader() as tx:
+            items = await tx.notifications.by_address(app_id, address, limit + 1,
+                                                      _cursor_id(cursor))
+        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
+        return items[:limit], next_cursor

@@ -1,0 +1,47 @@
+"""All configuration, from `TIDINGS_*` environment variables (or a `.env` file). Nothing else
+reads the environment."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TIDINGS_", env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./tidings.db"
+    database_pool_size: int = Field(10, ge=1, le=200)
+    admin_key: SecretStr | None = None
+    secret_key: SecretStr | None = None
+
+    max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    auth_cache_seconds: float = Field(2.0, ge=0, le=60)
+    rate_limit_per_second: float = Field(2000.0, ge=0)  # per app (or operator); 0 disables
+    rate_limit_burst: int = Field(4000, ge=1)
+    user_token_ttl_seconds: int = Field(3600, ge=60, le=30 * 24 * 3600)
+
+    worker_batch_size: int = Field(500, ge=1, le=10_000)
+    worker_lease_seconds: float = Field(60.0, gt=0)
+    worker_poll_interval: float = Field(0.5, gt=0, le=60)
+    provider_concurrency: dict[str, int] = Field(default_factory=dict)
+    provider_default_concurrency: int = Field(32, ge=1, le=10_000)
+    retry_max_attempts: int = Field(8, ge=1, le=100)
+    retry_base_seconds: float = Field(2.0, gt=0)
+    retry_cap_seconds: float = Field(3600.0, gt=0)
+
+    log_level: str = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://",
+                                 "postgres://")):
+            raise ValueError("use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db")
+        if value.startswith("postgres://"):
+            value = "postgresql+asyncpg://" + value.removeprefix("postgres://")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
