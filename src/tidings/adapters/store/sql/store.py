@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
@@ -50,9 +51,14 @@ class SqlTx:
 
 
 class SqlStore:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False,
+                 schema: str | None = None) -> None:
+        """`schema` (PostgreSQL only) keeps every table in that schema, created on migrate."""
         parsed = make_url(url)
+        if schema is not None and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", schema):
+            raise NotConfigured(f"schema {schema!r} must match [a-z_][a-z0-9_]{{0,62}}")
         self.url = url
+        self.schema = schema
         self.dialect = parsed.get_backend_name()
         if self.dialect == "sqlite":
             if parsed.drivername != "sqlite+aiosqlite":
@@ -70,10 +76,13 @@ class SqlStore:
                 raise NotConfigured(
                     "PostgreSQL needs the asyncpg driver: pip install 'tidings[postgres]'"
                 ) from exc
+            connect_args: dict[str, Any] = {}
+            if schema is not None:
+                connect_args["server_settings"] = {"search_path": schema}
             self._writer = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, echo=echo,
                 json_serializer=_json_dumps, json_deserializer=orjson.loads,
-                pool_pre_ping=False)
+                connect_args=connect_args)
             self._reader = self._writer
             self._write_lock = None
         else:
@@ -125,6 +134,8 @@ class SqlStore:
         def upgrade(conn: Connection) -> None:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK})")
+                if self.schema is not None:
+                    conn.exec_driver_sql(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             config = Config()
             config.set_main_option("script_location", str(files(__package__) / "migrations"))
             config.attributes["connection"] = conn
