@@ -1,7 +1,8 @@
 """ULIDs: 48 bits of milliseconds then 80 random bits, Crockford base32, 26 characters.
 
-Ids minted in one process are strictly increasing even within one millisecond (the random part
-is incremented), so ordering by id is ordering by creation, which the inbox cursor relies on.
+Ids minted in one process within one millisecond are strictly increasing (the random part is
+incremented), so ordering by id is ordering by creation, which the inbox cursor relies on; the
+time part is always the creation time given, so time bounds translate into id bounds.
 """
 
 from __future__ import annotations
@@ -33,13 +34,10 @@ class UlidFactory:
     def new(self, now_ms: int | None = None) -> str:
         ms = int(time.time() * 1000) if now_ms is None else now_ms
         with self._lock:
-            if ms <= self._last_ms:
-                ms = self._last_ms
+            if ms == self._last_ms and self._last_rand < _MAX_RANDOM:
                 rand = self._last_rand + 1
-                if rand > _MAX_RANDOM:
-                    ms += 1
-                    rand = int.from_bytes(os.urandom(10), "big") >> 1
             else:
+                # A clock that steps back is followed, not hidden: the id keeps saying when.
                 rand = int.from_bytes(os.urandom(10), "big") >> 1
             self._last_ms, self._last_rand = ms, rand
         return _encode((ms << 80) | rand)
@@ -48,8 +46,9 @@ class UlidFactory:
 _factory = UlidFactory()
 
 
-def new_id() -> str:
-    return _factory.new()
+def new_id(now_ms: int | None = None) -> str:
+    """A new id; pass the creation time in ms so that the id and `created_at` agree."""
+    return _factory.new(now_ms)
 
 
 def floor_id(ms: int) -> str:

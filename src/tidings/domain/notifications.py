@@ -149,13 +149,15 @@ def derive_status(deliveries: Sequence[Delivery] | Sequence[str]) -> Notificatio
 
 def plan_notification(app: App, recipient: Recipient, message: Message, now: datetime) -> Notification:
     """One notification for the recipient with one delivery per target (the outbox rows)."""
-    notification_id = new_id()
+    # Ids carry `now`, so the inbox's time bounds (since/until) can be id bounds on one index.
+    now_ms = int(now.timestamp() * 1000)
+    notification_id = new_id(now_ms)
     deliveries: list[Delivery] = []
 
     def add(channel: str, provider: str, target: str | None, status: str, error: str | None) -> None:
         deliveries.append(
             Delivery(
-                id=new_id(), notification_id=notification_id, app_id=app.id,
+                id=new_id(now_ms), notification_id=notification_id, app_id=app.id,
                 user_id=recipient.user_id, channel=channel, provider=provider, target=target,
                 status=status, attempts=0, error=error, provider_message_id=None,
                 created_at=now, updated_at=now,
