@@ -1,0 +1,3 @@
+from tidings.entrypoints.cli import main
+
+main()
