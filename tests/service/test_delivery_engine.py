@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 from tests.conftest import drain
 from tidings.domain.delivery import Failed, Retry, Sent, TargetInvalid
 from tidings.domain.ids import new_id
