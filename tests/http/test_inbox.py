@@ -70,3 +70,11 @@ async def test_bad_queries(client, acme):
         r = await client.get("/v1/users/u1/notifications", params=params, headers=h)
         assert r.status_code == 422, params
         assert r.headers["content-type"] == "application/problem+json"
+
+
+async def test_cancel_needs_a_scheduled_notification(client, acme):
+    n = await send(client, acme, "now")
+    r = await client.delete(f"/v1/notifications/{n['id']}", headers=acme["headers"])
+    assert r.status_code == 409 and "scheduled" in r.json()["detail"]
+    r = await client.delete("/v1/notifications/01M7Y6Y2327WN1CRD5G5K9FTWM", headers=acme["headers"])
+    assert r.status_code == 404

@@ -54,7 +54,7 @@ class GroupCommit(Generic[T]):
                 for item, future in batch:
                     try:
                         await self._write([item])
-                    except Exception as one:
+                    except Exception as one:  # noqa: BLE001 - handed to that caller
                         _settle(future, one)
                     else:
                         _settle(future, None)

@@ -83,9 +83,24 @@ class Dispatcher:
         now = self._clock.now()
         return [decide(c, r, self._policy, now) for c, r in zip(claims, results, strict=True)]
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def housekeeping(self) -> None:
+        """Forget idempotency records past their 24 hours."""
+        async with self._store.transaction() as tx:
+            purged = await tx.idempotency.purge(self._clock.now())
+        if purged:
+            log.info("purged %d expired idempotency records", purged)
+
+    async def run(self, stop: asyncio.Event, housekeeping_every: float = 600.0) -> None:
         log.info("delivery worker started")
+        loop = asyncio.get_running_loop()
+        next_housekeeping = loop.time()
         while not stop.is_set():
+            if loop.time() >= next_housekeeping:
+                next_housekeeping = loop.time() + housekeeping_every
+                try:
+                    await self.housekeeping()
+                except Exception:
+                    log.exception("housekeeping failed")
             try:
                 handled = await self.run_once()
             except Exception:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain.errors import NotFound, ValidationFailed
+from ..domain.errors import Conflict, NotFound, ValidationFailed
 from ..domain.ids import floor_id, is_ulid
 from ..domain.notifications import Notification
 from ..domain.pagination import check_limit, decode_cursor, encode_cursor
@@ -79,6 +79,13 @@ class Inbox:
         if found is None:
             raise NotFound(f"notification {notification_id} not found")
         return found
+
+    async def cancel(self, app_id: str, notification_id: str) -> None:
+        """Only a notification that is still scheduled can be canceled; nothing is scheduled
+        until scheduled sending exists, so an existing one is always past that point."""
+        found = await self.get(app_id, notification_id)
+        raise Conflict(f"notification {found.id} is {found.status}; only a scheduled "
+                       "notification can be canceled")
 
     async def by_address(self, app_id: str, address: str, limit: int = 50,
                          cursor: str | None = None) -> tuple[list[Notification], str | None]:

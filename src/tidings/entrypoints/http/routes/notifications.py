@@ -70,6 +70,15 @@ async def get_notification(notification_id: str, request: Request, caller: Calle
     return render.json_response(render.notification(found))
 
 
+@router.delete("/{notification_id}", status_code=204, response_class=Response,
+               responses={409: {"description": "the notification is no longer scheduled"}})
+async def cancel(notification_id: str, request: Request, caller: Caller) -> Response:
+    """Cancels a notification that is still scheduled (409 once it has been queued)."""
+    app_id = require_backend(caller)
+    await services(request).inbox.cancel(app_id, notification_id)
+    return Response(status_code=204)
+
+
 @router.get("", response_model=NotificationPage)
 async def by_address(request: Request, caller: Caller,
                      to: Annotated[str, Query(description="a phone number (E.164) or e-mail address")],

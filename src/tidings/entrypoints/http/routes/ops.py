@@ -24,7 +24,7 @@ async def readyz(request: Request) -> Response:
     """The store answers."""
     try:
         await services(request).store.ping()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure means not ready
         return problem(503, "not-ready", f"the store does not answer: {type(exc).__name__}")
     return json_response({"status": "ready"})
 
