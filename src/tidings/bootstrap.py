@@ -92,8 +92,10 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
     settings = settings or Settings()
     if store is None:
         backend = make_url(settings.database_url).get_backend_name()
-        store = load(STORES, backend, "store")(settings.database_url,
-                                               pool_size=settings.database_pool_size)
+        options: dict[str, Any] = {"pool_size": settings.database_pool_size}
+        if backend == "postgresql" and settings.database_schema:
+            options["schema"] = settings.database_schema
+        store = load(STORES, backend, "store")(settings.database_url, **options)
     assert store is not None
     clock = clock or SystemClock()
     box = SecretBox(resolve_secret_key(settings))

@@ -12,6 +12,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///./tidings.db"
     database_pool_size: int = Field(10, ge=1, le=200)
+    # PostgreSQL only: keep Tidings' tables in this schema (created on migrate).
+    database_schema: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     admin_key: SecretStr | None = None
     secret_key: SecretStr | None = None
 

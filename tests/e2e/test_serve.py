@@ -124,3 +124,59 @@ def test_cli_basics(tmp_path: Path) -> None:
     r = subprocess.run([*TIDINGS, "migrate"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 2 and "TIDINGS_DATABASE_URL" in r.stderr
+
+
+def test_cluster_mode_api_and_separate_workers(tmp_path: Path) -> None:
+    """PostgreSQL: two API processes without workers, two workers; every send goes out once."""
+    import asyncio
+    import uuid
+
+    from tests.conftest import _drop_schema
+
+    url = require_postgres()
+    schema = f"e2e_{uuid.uuid4().hex[:10]}"
+    env = {"TIDINGS_DATABASE_URL": url, "TIDINGS_DATABASE_SCHEMA": schema,
+           "TIDINGS_SECRET_KEY": "cluster-secret-key-0123456789-abcdefghij",
+           "TIDINGS_ADMIN_KEY": "tda_cluster-admin-0123456789", "TIDINGS_RATE_LIMIT_PER_SECOND": "0",
+           "TIDINGS_WORKER_POLL_INTERVAL": "0.1"}
+    procs: list[subprocess.Popen[str]] = []
+    try:
+        api1, port1 = start(tmp_path, env, "--no-worker")
+        procs.append(api1)
+        api2, port2 = start(tmp_path, env, "--no-worker")
+        procs.append(api2)
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")} | env
+        for _ in range(2):
+            procs.append(subprocess.Popen([*TIDINGS, "worker"], cwd=tmp_path, env=full_env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        admin = {"Authorization": "Bearer tda_cluster-admin-0123456789"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{port1}", timeout=5) as c1, \
+                httpx.Client(base_url=f"http://127.0.0.1:{port2}", timeout=5) as c2:
+            assert c1.put("/v1/apps/shop", json={"name": "Shop"}, headers=admin).status_code == 201
+            key = c2.post("/v1/apps/shop/keys", headers=admin).json()["key"]
+            k = {"Authorization": f"Bearer {key}"}
+            for i in range(20):
+                c = c1 if i % 2 else c2
+                assert c.post(f"/v1/users/u{i}/devices", json={"platform": "ios", "token": f"t{i}"},
+                              headers=k).status_code == 201
+            ids = []
+            for i in range(20):
+                c = c2 if i % 2 else c1
+                r = c.post("/v1/notifications", json={"to": {"user_ids": [f"u{i}"]}, "title": "hi",
+                                                      "channels": ["push"]}, headers=k)
+                ids.append(r.json()["items"][0]["id"])
+            deadline = time.monotonic() + 20
+            pending = set(ids)
+            while pending and time.monotonic() < deadline:
+                for nid in list(pending):
+                    doc = c1.get(f"/v1/notifications/{nid}", headers=k).json()
+                    if doc["status"] == "sent":
+                        assert doc["deliveries"][0]["attempts"] == 1
+                        pending.discard(nid)
+                time.sleep(0.1)
+            assert not pending
+    finally:
+        outputs = [stop(p) for p in procs]
+        asyncio.run(_drop_schema(schema))
+    worker_logs = "".join(outputs[2:])
+    assert worker_logs.count("via log") == 20  # each delivery sent by exactly one worker
