@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import OrderedDict
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DECODE = {c: i for i, c in enumerate(_ALPHABET)}
@@ -26,20 +27,27 @@ def _encode(value: int) -> str:
 
 
 class UlidFactory:
-    def __init__(self) -> None:
+    """Keeps the last random part of each recent millisecond: ids of one millisecond stay in
+    order even when ids of other milliseconds are minted in between (a request that took its
+    time before minting), and a clock that steps back is followed, not hidden."""
+
+    def __init__(self, remember: int = 4096) -> None:
         self._lock = threading.Lock()
-        self._last_ms = -1
-        self._last_rand = 0
+        self._last: OrderedDict[int, int] = OrderedDict()
+        self._remember = remember
 
     def new(self, now_ms: int | None = None) -> str:
         ms = int(time.time() * 1000) if now_ms is None else now_ms
         with self._lock:
-            if ms == self._last_ms and self._last_rand < _MAX_RANDOM:
-                rand = self._last_rand + 1
+            last = self._last.get(ms)
+            if last is not None and last < _MAX_RANDOM:
+                rand = last + 1
             else:
-                # A clock that steps back is followed, not hidden: the id keeps saying when.
                 rand = int.from_bytes(os.urandom(10), "big") >> 1
-            self._last_ms, self._last_rand = ms, rand
+            self._last[ms] = rand
+            self._last.move_to_end(ms)
+            if len(self._last) > self._remember:
+                self._last.popitem(last=False)
         return _encode((ms << 80) | rand)
 
 

@@ -52,7 +52,7 @@ def attribute_filters(params: list[tuple[str, str]]) -> list[AttributeEquals]:
         if not name.startswith("attribute."):
             continue
         key = name.removeprefix("attribute.")
-        if not ATTRIBUTE_KEY.match(key):
+        if not ATTRIBUTE_KEY.fullmatch(key):
             raise ValidationFailed.on(name, "attribute names match [A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
         filters.append(AttributeEquals(key, parse_query_value(value)))
     if len(filters) > 16:

@@ -22,11 +22,11 @@ MAX_USER_ID = 256
 
 
 def is_e164(value: str) -> bool:
-    return bool(E164.match(value))
+    return bool(E164.fullmatch(value))
 
 
 def is_email(value: str) -> bool:
-    return len(value) <= 254 and bool(EMAIL.match(value)) and ".." not in value
+    return len(value) <= 254 and bool(EMAIL.fullmatch(value)) and ".." not in value
 
 
 @lru_cache(maxsize=1)
@@ -39,7 +39,7 @@ def is_timezone(value: str) -> bool:
 
 
 def is_locale(value: str) -> bool:
-    return bool(LOCALE.match(value))
+    return bool(LOCALE.fullmatch(value))
 
 
 def is_user_id(value: str) -> bool:
@@ -53,6 +53,6 @@ def check_user_id(value: str, field_name: str = "user_id") -> str:
 
 
 def check_app_id(value: str) -> str:
-    if not APP_ID.match(value):
+    if not APP_ID.fullmatch(value):
         raise ValidationFailed.on("app_id", "must match [a-z0-9][a-z0-9_-]{0,63}")
     return value

@@ -25,7 +25,7 @@ from ..domain.apps import (
 )
 from ..domain.errors import NotFound, Unauthenticated, ValidationFailed
 from ..domain.ids import new_id
-from ..domain.validation import check_user_id
+from ..domain.validation import APP_ID, check_user_id, is_user_id
 from ..ports import Clock, Store, Tx
 from .secrets import SecretBox
 
@@ -88,6 +88,13 @@ class Credentials:
             if await tx.apps.get(app_id) is None:
                 raise NotFound(f"app {app_id} not found")
             return await tx.keys.active(app_id)
+
+    def forget_app(self, app_id: str) -> None:
+        """Drop what this process trusts of a deleted app's credentials."""
+        self._signers.pop(app_id, None)
+        for key_hash, (_, key) in list(self._keys.items()):
+            if key is not None and key.app_id == app_id:
+                self._keys.pop(key_hash, None)
 
     async def revoke(self, app_id: str, key_id: str) -> None:
         async with self._store.transaction() as tx:
@@ -175,7 +182,7 @@ class Credentials:
         if header.get("alg") != JWT_ALGORITHM:
             raise Unauthenticated("user tokens are signed with HS256")
         app_id = unverified.get("aud")
-        if not isinstance(app_id, str):
+        if not isinstance(app_id, str) or not APP_ID.fullmatch(app_id):
             raise Unauthenticated("the user token names no app (aud)")
         candidates = await self._signing_secrets(app_id)
         kid = header.get("kid")
@@ -193,7 +200,7 @@ class Credentials:
             except jwt.PyJWTError as exc:
                 raise Unauthenticated(f"the user token is invalid: {exc}") from exc
             sub = claims["sub"]
-            if not isinstance(sub, str) or not 1 <= len(sub) <= 256:
+            if not isinstance(sub, str) or not is_user_id(sub):
                 raise Unauthenticated("the user token's sub is not a user id")
             return Principal(CredentialKind.USER, app_id, sub, key_id)
         raise Unauthenticated("the user token's signature does not match a key of its app")

@@ -11,6 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ...domain.apps import CredentialKind, Principal
 from ...domain.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthenticated
 from ...domain.ratelimit import TokenBucket
+from ...domain.validation import check_user_id
 from .deps import services
 
 _bearer = HTTPBearer(auto_error=False, description="an admin key (tda_…), an app secret key "
@@ -76,5 +77,5 @@ def user_scope(p: Principal, user_id: str) -> tuple[str, str]:
     if p.kind is CredentialKind.APP and p.app_id:
         if user_id == ME:
             raise BadRequest("`me` stands for a user token's own user; use the user id with an app key")
-        return p.app_id, user_id
+        return p.app_id, check_user_id(user_id)
     raise Forbidden("this needs an app secret key or the user's own token")

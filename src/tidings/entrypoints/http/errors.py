@@ -66,22 +66,35 @@ def from_error(exc: e.TidingsError) -> Response:
                    headers=headers)
 
 
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "dict", "list", "datetime", "date",
+                        "none", "union", "nullable", "default"})
+
+
+def _is_type_tag(part: str) -> bool:
+    """Pydantic names union members and wrappers in error locations (`constrained-str`,
+    `function-after[...]`, `LocalTime`); our field names never look like that."""
+    return (part[:1].isupper() or "[" in part or "-" in part or part in _TYPE_TAGS)
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     parts = [str(p) for p in loc]
     if parts and parts[0] in ("body", "query", "path", "header"):
         kind, parts = parts[0], parts[1:]
         if kind == "header" and parts:
             return parts[0]
-    # Union members show up as type names in pydantic locations; they mean nothing to a client.
-    parts = [p for p in parts if not (p[:1].isupper() or p in ("str", "function-after"))
-             and "[" not in p]
-    return ".".join(parts) or "body"
+    parts = [p for p in parts if not _is_type_tag(p)]
+    # `$` is the request body as a whole (JSONPath's root), not its `body` field.
+    return ".".join(parts) or "$"
 
 
 def from_validation(exc: RequestValidationError) -> Response:
     errors = exc.errors()
-    if any(err.get("type") == "json_invalid" for err in errors):
-        return problem(400, "json-invalid", "the body is not valid JSON")
+    for err in errors:
+        if err.get("type") == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error")
+            return problem(400, "json-invalid",
+                           f"the body is not valid JSON: {reason}" if reason else
+                           "the body is not valid JSON")
     fields = []
     for err in errors:
         message = str(err.get("msg", "is invalid"))
@@ -104,7 +117,8 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> Response:
         status = exc.status_code
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(status, "Error")
-        kind = {404: "not-found", 405: "method-not-allowed"}.get(status, "http-error")
+        kind = {404: "not-found", 405: "method-not-allowed", 413: "payload-too-large",
+                415: "unsupported-media-type"}.get(status, "http-error")
         return problem(status, kind, detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import orjson
 from fastapi import Request
 from starlette.responses import Response
@@ -24,6 +26,9 @@ async def begin(request: Request, principal: Principal) -> Replay | IdempotencyC
     except orjson.JSONDecodeError:
         value = raw.decode("utf-8", "replace")
     scope = principal.app_id or "~admin"
+    if principal.user_id is not None:
+        # A user's key is that user's alone: `/v1/users/me/…` is the same path for everyone.
+        key = "user:" + hashlib.sha256(f"{principal.user_id}\x1f{key}".encode()).hexdigest()
     fp = fingerprint(request.method, request.url.path, value)
     return await services(request).idempotency.check(scope, key, fp)
 

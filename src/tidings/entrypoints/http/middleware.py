@@ -6,13 +6,10 @@ import time
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import problem
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 def _is_json(content_type: bytes) -> bool:
@@ -45,34 +42,28 @@ class RequestGuard:
         if length > self.max_bytes:
             await self._reject(scope, receive, send)
             return
+        if b"%00" in scope.get("raw_path", b"") or b"%00" in scope.get("query_string", b""):
+            response = problem(400, "bad-request", "NUL characters are not allowed in the URL")
+            await response(scope, receive, send)
+            return
         if length and content_type and not _is_json(content_type):
             response = problem(415, "unsupported-media-type",
                                "send JSON with `Content-Type: application/json`")
             await response(scope, receive, send)
             return
         seen = 0
-        started = False
 
         async def limited() -> Message:
+            # A body without Content-Length (chunked) is counted as it arrives.
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
-                    raise BodyTooLarge
+                    raise HTTPException(413, f"the body is larger than {self.max_bytes} bytes")
             return message
 
-        async def tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited, tracking)
-        except BodyTooLarge:
-            if not started:
-                await self._reject(scope, receive, send)
+        await self.app(scope, limited, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response = problem(413, "payload-too-large",

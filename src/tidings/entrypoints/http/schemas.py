@@ -62,7 +62,11 @@ def _user_id(value: str) -> str:
 
 def _json_size(limit: int) -> Any:
     def check(value: dict[str, Any]) -> dict[str, Any]:
-        if len(orjson.dumps(value)) > limit:
+        try:
+            size = len(orjson.dumps(value))
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"holds a value JSON cannot carry faithfully: {exc}") from None
+        if size > limit:
             raise ValueError(f"must be at most {limit} bytes as JSON")
         return value
     return check
@@ -147,7 +151,7 @@ class UserPut(Strict):
     @classmethod
     def _keys(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         for key in value or {}:
-            if not v.ATTRIBUTE_KEY.match(key):
+            if not v.ATTRIBUTE_KEY.fullmatch(key):
                 raise ValueError(f"attribute name {key!r} must match [A-Za-z0-9_][A-Za-z0-9_-]{{0,63}}")
         return value
 

@@ -19,9 +19,10 @@ from .. import render
 from ..auth import Caller, require_admin
 from ..deps import services
 from ..idempotent import begin, replay, respond
+from ..jsonbody import JsonRoute
 from ..schemas import AppOut, AppPage, AppPut, KeyCreated, KeyPage
 
-router = APIRouter(prefix="/v1/apps", tags=["apps"])
+router = APIRouter(prefix="/v1/apps", tags=["apps"], route_class=JsonRoute)
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
@@ -69,6 +70,7 @@ async def delete_app(app_id: str, request: Request, caller: Caller) -> Response:
     """Deletes the app with everything it owns: keys, users, devices, notifications."""
     require_admin(caller)
     await services(request).apps.delete(app_id)
+    services(request).credentials.forget_app(app_id)
     return Response(status_code=204)
 
 

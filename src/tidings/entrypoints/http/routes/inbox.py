@@ -12,9 +12,10 @@ from ....domain.notifications import Channel
 from .. import render
 from ..auth import Caller, user_scope
 from ..deps import services
+from ..jsonbody import JsonRoute
 from ..schemas import InboxPage, NotificationOut, ReadAll, Updated
 
-router = APIRouter(prefix="/v1/users/{user_id}/notifications", tags=["inbox"])
+router = APIRouter(prefix="/v1/users/{user_id}/notifications", tags=["inbox"], route_class=JsonRoute)
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 

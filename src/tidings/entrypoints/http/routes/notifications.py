@@ -16,9 +16,10 @@ from .. import render
 from ..auth import Caller, require_backend
 from ..deps import services
 from ..idempotent import begin, replay, respond
+from ..jsonbody import JsonRoute
 from ..schemas import Items, NotificationCreate, NotificationOut, NotificationPage
 
-router = APIRouter(prefix="/v1/notifications", tags=["sending"])
+router = APIRouter(prefix="/v1/notifications", tags=["sending"], route_class=JsonRoute)
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 

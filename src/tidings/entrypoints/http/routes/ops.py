@@ -8,9 +8,10 @@ from starlette.responses import Response
 
 from ..deps import services
 from ..errors import problem
+from ..jsonbody import JsonRoute
 from ..render import json_response
 
-router = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=JsonRoute)
 
 
 @router.get("/healthz")

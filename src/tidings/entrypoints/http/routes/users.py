@@ -20,6 +20,7 @@ from .. import render
 from ..auth import Caller, require_backend, user_scope
 from ..deps import services
 from ..idempotent import begin, replay, respond
+from ..jsonbody import JsonRoute
 from ..schemas import (
     DeviceOut,
     DevicePage,
@@ -31,7 +32,7 @@ from ..schemas import (
     UserPut,
 )
 
-router = APIRouter(prefix="/v1/users", tags=["users"])
+router = APIRouter(prefix="/v1/users", tags=["users"], route_class=JsonRoute)
 Limit = Annotated[int, Query(ge=1, le=200)]
 
 
