@@ -78,3 +78,15 @@ async def test_cancel_needs_a_scheduled_notification(client, acme):
     assert r.status_code == 409 and "scheduled" in r.json()["detail"]
     r = await client.delete("/v1/notifications/01M7Y6Y2327WN1CRD5G5K9FTWM", headers=acme["headers"])
     assert r.status_code == 404
+
+
+async def test_deliveries_only_on_request(client, acme):
+    await send(client, acme, "hello", ("push", "in_app"))
+    plain = (await client.get("/v1/users/u1/notifications", headers=acme["headers"])).json()
+    assert "deliveries" not in plain["items"][0]
+    full = (await client.get("/v1/users/u1/notifications", params={"include": "deliveries"},
+                             headers=acme["headers"])).json()
+    assert sorted(d["channel"] for d in full["items"][0]["deliveries"]) == ["in_app", "push"]
+    r = await client.get("/v1/users/u1/notifications", params={"include": "secrets"},
+                         headers=acme["headers"])
+    assert r.status_code == 422

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
-from typing import Annotated
+from collections.abc import Coroutine
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -36,6 +38,17 @@ def _settings() -> Settings:
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run on uvloop where it is installed (it comes with uvicorn[standard])."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(main)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -79,9 +92,11 @@ def serve(
         err.print(f"Tidings {__version__} on http://{host}:{port} "
                   f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}"
                   f"{', with worker' if worker else ''})")
+        # What is loaded by now lives as long as the process: keep the collector off it.
+        gc.freeze()
         await uvicorn.Server(config).serve()
 
-    asyncio.run(main())
+    _run(main())
 
 
 @cli.command("worker")
@@ -99,9 +114,10 @@ def worker_command() -> None:
             await container.store.migrate()
         except (TidingsError, OSError) as exc:
             raise _fail(exc) from None
+        gc.freeze()
         await run_worker(container)
 
-    asyncio.run(main())
+    _run(main())
 
 
 @cli.command()

@@ -40,7 +40,7 @@ class Inbox:
     async def page(self, app_id: str, user_id: str, *, channel: str | None = None,
                    since: datetime | None = None, until: datetime | None = None,
                    unread_only: bool = False, limit: int = 50, cursor: str | None = None,
-                   with_deliveries: bool = True) -> InboxPage:
+                   with_deliveries: bool = False) -> InboxPage:
         check_limit(limit)
         if since is not None and until is not None and since >= until:
             raise ValidationFailed.on("until", "must be after since")

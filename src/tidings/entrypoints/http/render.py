@@ -16,9 +16,10 @@ from ...domain.users import User
 
 
 def ts(value: datetime | None) -> str | None:
+    """RFC 3339, UTC, milliseconds, `Z` (times in Tidings are always UTC)."""
     if value is None:
         return None
-    return f"{value:%Y-%m-%dT%H:%M:%S}.{value.microsecond // 1000:03d}Z"
+    return value.isoformat(timespec="milliseconds")[:23] + "Z"
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -57,12 +58,15 @@ def delivery(d: Delivery) -> dict[str, Any]:
             "provider_message_id": d.provider_message_id, "updated_at": ts(d.updated_at)}
 
 
-def notification(n: Notification) -> dict[str, Any]:
-    return {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,
+def notification(n: Notification, with_deliveries: bool = True) -> dict[str, Any]:
+    doc = {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,
             "title": n.title, "body": n.body, "data": n.data, "category": n.category,
             "created_at": ts(n.created_at), "send_at": ts(n.send_at), "status": n.status,
             "read_at": ts(n.read_at), "sender_id": n.sender_id, "ttl": n.ttl,
-            "priority": n.priority, "deliveries": [delivery(d) for d in n.deliveries]}
+            "priority": n.priority}
+    if with_deliveries:
+        doc["deliveries"] = [delivery(d) for d in n.deliveries]
+    return doc
 
 
 def notifications_body(items: list[Notification]) -> bytes:

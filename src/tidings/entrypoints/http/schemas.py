@@ -328,4 +328,9 @@ KeyPage = page_of(KeyOut, "KeyPage")
 UserPage = page_of(UserOut, "UserPage")
 DevicePage = page_of(DeviceOut, "DevicePage")
 NotificationPage = page_of(NotificationOut, "NotificationPage")
-InboxPage = page_of(NotificationOut, "InboxPage", {"unread_count": (int, ...)})
+class InboxItem(NotificationOut):
+    deliveries: list[DeliveryOut] | None = Field(  # type: ignore[assignment]
+        None, description="only with `include=deliveries`")
+
+
+InboxPage = page_of(InboxItem, "InboxPage", {"unread_count": (int, ...)})

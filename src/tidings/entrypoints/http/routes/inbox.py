@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
@@ -22,15 +22,21 @@ Limit = Annotated[int, Query(ge=1, le=200)]
 @router.get("", response_model=InboxPage)
 async def inbox(user_id: str, request: Request, caller: Caller, channel: Channel | None = None,
                 since: datetime | None = None, until: datetime | None = None,
-                unread: bool = False, limit: Limit = 50, cursor: str | None = None) -> Response:
+                unread: bool = False, limit: Limit = 50, cursor: str | None = None,
+                include: Annotated[Literal["deliveries"] | None, Query(
+                    description="`deliveries` adds each notification's deliveries")] = None,
+                ) -> Response:
     """Every notification sent to the user, newest first; `channel=in_app` is the in-app feed.
-    `unread_count` counts the unread ones that `channel` selects."""
+    `unread_count` counts the unread ones that `channel` selects. Items leave out their
+    `deliveries` (a feed shows what was said, not how each device was reached) unless
+    `include=deliveries` asks for them; `GET /v1/notifications/{id}` always has them."""
     app_id, uid = user_scope(caller, user_id)
+    with_deliveries = include == "deliveries"
     page = await services(request).inbox.page(
         app_id, uid, channel=channel, since=since, until=until, unread_only=unread,
-        limit=limit, cursor=cursor)
-    return render.json_response({"items": [render.notification(n) for n in page.items],
-                                 "next_cursor": page.next_cursor,
+        limit=limit, cursor=cursor, with_deliveries=with_deliveries)
+    items = [render.notification(n, with_deliveries) for n in page.items]
+    return render.json_response({"items": items, "next_cursor": page.next_cursor,
                                  "unread_count": page.unread_count})
 
 
