@@ -59,7 +59,7 @@ def delivery(d: Delivery) -> dict[str, Any]:
 
 
 def notification(n: Notification, with_deliveries: bool = True) -> dict[str, Any]:
-    doc = {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,
+    doc: dict[str, Any] = {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,
             "title": n.title, "body": n.body, "data": n.data, "category": n.category,
             "created_at": ts(n.created_at), "send_at": ts(n.send_at), "status": n.status,
             "read_at": ts(n.read_at), "sender_id": n.sender_id, "ttl": n.ttl,
