@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.notifications import CHANNEL_BITS, Channel, Notification, channel_mask
@@ -13,8 +13,18 @@ from ....ports import InboxQuery
 from .rows import delivery_from, delivery_values, notification_from, notification_values, to_ms
 from .schema import deliveries, notifications
 
+_NO_FILTER = InboxQuery()
 _INSERT_NOTIFICATIONS = insert(notifications)
 _INSERT_DELIVERIES = insert(deliveries)
+
+
+_n = notifications.c
+_UNREAD = (select(func.count()).select_from(notifications)
+           .where(_n.app_id == bindparam("app"), _n.user_id == bindparam("user"), _n.read_at.is_(None)))
+_UNREAD_IN_CHANNEL = _UNREAD.where(_n.channel_mask.op("&")(bindparam("bit")) != 0)
+_FIRST_PAGE = (select(notifications)
+               .where(_n.app_id == bindparam("app"), _n.user_id == bindparam("user"))
+               .order_by(_n.id.desc()).limit(bindparam("limit")))
 
 
 def _channel_clause(channel: str | None) -> ColumnElement[bool] | None:
@@ -56,6 +66,11 @@ class SqlNotifications:
 
     async def inbox(self, app_id: str, user_id: str, query: InboxQuery, limit: int,
                     with_deliveries: bool = True) -> list[Notification]:
+        if query == _NO_FILTER:  # the first page of the whole inbox: the hot path
+            rows = await self._c.execute(_FIRST_PAGE, {"app": app_id, "user": user_id,
+                                                       "limit": limit})
+            items = [notification_from(r) for r in rows]
+            return await self._attach(items) if with_deliveries else items
         t = notifications.c
         q = select(notifications).where(t.app_id == app_id, t.user_id == user_id)
         if query.unread_only:
@@ -72,13 +87,12 @@ class SqlNotifications:
         return await self._attach(items) if with_deliveries else items
 
     async def unread_count(self, app_id: str, user_id: str, channel: str | None) -> int:
-        t = notifications.c
-        q = select(func.count()).select_from(notifications).where(
-            t.app_id == app_id, t.user_id == user_id, t.read_at.is_(None))
-        clause = _channel_clause(channel)
-        if clause is not None:
-            q = q.where(clause)
-        return int((await self._c.execute(q)).scalar_one())
+        if channel is None:
+            result = await self._c.execute(_UNREAD, {"app": app_id, "user": user_id})
+        else:
+            result = await self._c.execute(_UNREAD_IN_CHANNEL, {
+                "app": app_id, "user": user_id, "bit": CHANNEL_BITS[Channel(channel)]})
+        return int(result.scalar_one())
 
     async def mark_read(self, app_id: str, user_id: str, notification_id: str,
                         at: datetime) -> Notification | None:

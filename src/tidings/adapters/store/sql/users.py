@@ -6,7 +6,17 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, delete, func, insert, or_, select, type_coerce, update
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -108,6 +118,15 @@ class SqlUsers:
         return [user_from(r) for r in await self._c.execute(q)]
 
 
+_DEVICES_OF_USER = (select(devices)
+                    .where(devices.c.app_id == bindparam("app"), devices.c.user_id == bindparam("user"))
+                    .order_by(devices.c.id))
+_DEVICES_OF_USERS = (select(devices)
+                     .where(devices.c.app_id == bindparam("app"),
+                            devices.c.user_id.in_(bindparam("users", expanding=True)))
+                     .order_by(devices.c.id))
+
+
 class SqlDevices:
     def __init__(self, conn: AsyncConnection) -> None:
         self._c = conn
@@ -131,9 +150,10 @@ class SqlDevices:
         found: dict[str, list[Device]] = {u: [] for u in user_ids}
         if not user_ids:
             return found
-        rows = await self._c.execute(select(devices).where(
-            devices.c.app_id == app_id, devices.c.user_id.in_(list(user_ids))
-        ).order_by(devices.c.id))
+        if len(user_ids) == 1:  # the common send: one statement built once, no IN expansion
+            rows = await self._c.execute(_DEVICES_OF_USER, {"app": app_id, "user": user_ids[0]})
+        else:
+            rows = await self._c.execute(_DEVICES_OF_USERS, {"app": app_id, "users": list(user_ids)})
         for r in rows:
             found[r.user_id].append(device_from(r))
         return found
