@@ -54,7 +54,7 @@ from _common import (
     verdict,
 )
 from rich.table import Table
-from sqlalchemy import event, func, insert, select
+from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import Engine
 
 from tidings.adapters.store.sql.rows import delivery_from, notification_from
@@ -160,7 +160,7 @@ async def load(bs: BenchStore, plan: Plan, analyze_sqlite: bool) -> tuple[float,
         await pg_execute(bs.url, bs.schema, "VACUUM ANALYZE notifications", "VACUUM ANALYZE deliveries")
     elif analyze_sqlite:
         async with bs.store.transaction() as tx:
-            await tx.connection.exec_driver_sql("ANALYZE")  # type: ignore[attr-defined]
+            await tx.connection.execute(text("ANALYZE"))  # type: ignore[attr-defined]
     return time.perf_counter() - started, delivery_rows
 
 
@@ -254,7 +254,13 @@ async def explain(bs: BenchStore, statement: str, params: Any, analyze: bool) ->
     async with bs.store.reader() as tx:
         conn = tx.connection  # type: ignore[attr-defined]
         if bs.backend == "sqlite":
-            rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+            # The SQLite store runs statements inline on sqlite3: ask sqlite3 itself.
+            assert bs.sqlite_path is not None
+            db = sqlite3.connect(bs.sqlite_path)
+            try:
+                rows = db.execute("EXPLAIN QUERY PLAN " + statement, params).fetchall()
+            finally:
+                db.close()
             return [f"{'  ' * (r[1] > 0)}{r[3]}" for r in rows]
         prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
         rows = await conn.exec_driver_sql(prefix + statement, params)
@@ -262,7 +268,10 @@ async def explain(bs: BenchStore, statement: str, params: Any, analyze: bool) ->
 
 
 async def driver_times(bs: BenchStore, statements: list[tuple[str, Any]], reps: int) -> list[float]:
-    """Median seconds of each statement through the bare async driver (no SQLAlchemy)."""
+    """Median seconds of each statement through the bare driver (no SQLAlchemy). The SQLite
+    store's driver is the stdlib sqlite3 module, run inline."""
+    if bs.backend == "sqlite":
+        return sqlite_engine_times(bs, statements, reps)
     out = []
     async with bs.store.reader() as tx:
         raw = await tx.connection.get_raw_connection()  # type: ignore[attr-defined]

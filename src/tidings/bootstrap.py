@@ -103,7 +103,8 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
                          base_seconds=settings.retry_base_seconds,
                          cap_seconds=settings.retry_cap_seconds)
     providers = ProviderPool(store, box, provider_factory or build_provider,
-                             settings.provider_concurrency, settings.provider_default_concurrency)
+                             settings.provider_concurrency, settings.provider_default_concurrency,
+                             recheck_seconds=settings.auth_cache_seconds)
     dispatcher = Dispatcher(store, clock, providers, policy,
                             batch_size=settings.worker_batch_size,
                             lease_seconds=settings.worker_lease_seconds,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from ..domain.apps import DEFAULT_PROVIDER
@@ -14,8 +15,11 @@ from .secrets import SecretBox
 
 class ProviderPool:
     def __init__(self, store: Store, box: SecretBox, factory: ProviderFactory,
-                 concurrency: dict[str, int] | None = None, default_concurrency: int = 32) -> None:
+                 concurrency: dict[str, int] | None = None, default_concurrency: int = 32,
+                 recheck_seconds: float = 2.0) -> None:
         self._store = store
+        self._recheck = recheck_seconds
+        self._checked: dict[tuple[str, str], float] = {}
         self._box = box
         self._factory = factory
         self._built: dict[tuple[str, str], tuple[Any, Provider]] = {}
@@ -32,12 +36,19 @@ class ProviderPool:
         return sem
 
     async def get(self, app_id: str, name: str) -> Provider:
+        """The app's provider, rebuilt when the app's settings changed; the settings are looked
+        at again at most every `recheck_seconds`, not for every batch."""
+        key = (app_id, name)
+        now = time.monotonic()
+        cached = self._built.get(key)
+        if cached is not None and self._checked.get(key, 0.0) > now:
+            return cached[1]
         async with self._store.reader() as tx:
             app = await tx.apps.get(app_id)
         if app is None:
             raise NotConfigured(f"app {app_id} no longer exists")
         version = app.updated_at
-        cached = self._built.get((app_id, name))
+        self._checked[key] = now + self._recheck
         if cached is not None and cached[0] == version:
             return cached[1]
         settings = provider_settings(app, self._box)
