@@ -7,6 +7,7 @@ time part is always the creation time given, so time bounds translate into id bo
 
 from __future__ import annotations
 
+import base64
 import os
 import threading
 import time
@@ -18,12 +19,14 @@ _DECODE.update({c.lower(): i for i, c in enumerate(_ALPHABET)})
 _MAX_RANDOM = (1 << 80) - 1
 
 
+_FROM_RFC4648 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _ALPHABET)
+
+
 def _encode(value: int) -> str:
-    out = []
-    for _ in range(26):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    """26 Crockford digits of a 128-bit value. The standard base32 codec does the work in C:
+    shifted left by 6, the value fills 17 bytes whose first 26 base32 digits are exactly its
+    130-bit (two leading zero bits) big-endian form; then the alphabet is swapped."""
+    return base64.b32encode((value << 6).to_bytes(17, "big"))[:26].decode().translate(_FROM_RFC4648)
 
 
 class UlidFactory:

@@ -135,11 +135,15 @@ def derive_status(deliveries: Sequence[Delivery] | Sequence[str]) -> Notificatio
     Skipped deliveries (nothing to send to) neither help nor hurt; a notification none of whose
     deliveries could even be attempted has failed, since nothing reached the recipient.
     """
-    statuses = [d if isinstance(d, str) else d.status for d in deliveries]
-    if any(s in OPEN_STATUSES for s in statuses):
-        return NotificationStatus.QUEUED
-    ok = sum(1 for s in statuses if s in DONE_OK)
-    failed = sum(1 for s in statuses if s == DeliveryStatus.FAILED)
+    ok = failed = 0
+    for d in deliveries:
+        status = d if isinstance(d, str) else d.status
+        if status in OPEN_STATUSES:
+            return NotificationStatus.QUEUED
+        if status in DONE_OK:
+            ok += 1
+        elif status == DeliveryStatus.FAILED:
+            failed += 1
     if ok and not failed:
         return NotificationStatus.SENT
     if ok and failed:

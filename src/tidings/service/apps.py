@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,6 +11,7 @@ from ..domain.errors import FieldError, NotFound, StoreConflict, ValidationFaile
 from ..domain.validation import check_app_id
 from ..ports import Clock, Store
 from .secrets import SecretBox
+from .ttlcache import TtlCache
 
 
 @dataclass(frozen=True)
@@ -49,21 +49,15 @@ class Apps:
         self._store = store
         self._clock = clock
         self._box = box
-        self._ttl = cache_seconds
-        self._cache: dict[str, tuple[float, App]] = {}
+        self._cache: TtlCache[str, App] = TtlCache(cache_seconds)
 
     async def cached(self, app_id: str) -> App:
         """The app as the hot paths need it (routing, defaults): a change made through this
         process shows at once, one made through another process within `cache_seconds`."""
-        now = time.monotonic()
-        hit = self._cache.get(app_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        app = await self.get(app_id)
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[app_id] = (now + self._ttl, app)
-        return app
+        fresh, app = self._cache.lookup(app_id)
+        if fresh and app is not None:
+            return app
+        return self._cache.put(app_id, await self.get(app_id))
 
     async def put(self, app_id: str, changes: AppChanges) -> tuple[App, bool]:
         check_app_id(app_id)
@@ -113,7 +107,7 @@ class Apps:
                 await tx.apps.add(app)
             else:
                 await tx.apps.update(app)
-        self._cache.pop(app_id, None)
+        self._cache.drop(app_id)
         return app, created
 
     async def get(self, app_id: str) -> App:
@@ -131,4 +125,4 @@ class Apps:
         async with self._store.transaction() as tx:
             if not await tx.apps.delete(app_id):
                 raise NotFound(f"app {app_id} not found")
-        self._cache.pop(app_id, None)
+        self._cache.drop(app_id)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -28,6 +27,7 @@ from ..domain.ids import new_id
 from ..domain.validation import APP_ID, check_user_id, is_user_id
 from ..ports import Clock, Store, Tx
 from .secrets import SecretBox
+from .ttlcache import TtlCache
 
 JWT_ALGORITHM = "HS256"
 JWT_LEEWAY_SECONDS = 30
@@ -69,9 +69,8 @@ class Credentials:
         self._store = store
         self._clock = clock
         self._box = box
-        self._ttl = cache_seconds
-        self._keys: dict[str, tuple[float, ApiKey | None]] = {}
-        self._signers: dict[str, tuple[float, list[tuple[str, str]]]] = {}
+        self._keys: TtlCache[str, ApiKey | None] = TtlCache(cache_seconds)
+        self._signers: TtlCache[str, list[tuple[str, str]]] = TtlCache(cache_seconds)
 
     # -- minting -------------------------------------------------------------------------
     async def mint_app_key(self, tx: Tx, app_id: str) -> MintedKey:
@@ -80,7 +79,7 @@ class Credentials:
         if await tx.apps.get(app_id) is None:
             raise NotFound(f"app {app_id} not found")
         await tx.keys.add(minted.key)
-        self._signers.pop(app_id, None)
+        self._signers.drop(app_id)
         return minted
 
     async def list_keys(self, app_id: str) -> list[ApiKey]:
@@ -91,10 +90,10 @@ class Credentials:
 
     def forget_app(self, app_id: str) -> None:
         """Drop what this process trusts of a deleted app's credentials."""
-        self._signers.pop(app_id, None)
-        for key_hash, (_, key) in list(self._keys.items()):
+        self._signers.drop(app_id)
+        for key_hash, key in self._keys.values():
             if key is not None and key.app_id == app_id:
-                self._keys.pop(key_hash, None)
+                self._keys.drop(key_hash)
 
     async def revoke(self, app_id: str, key_id: str) -> None:
         async with self._store.transaction() as tx:
@@ -102,8 +101,8 @@ class Credentials:
             if key is None or key.app_id != app_id or key.revoked_at is not None:
                 raise NotFound(f"key {key_id} not found")
             await tx.keys.revoke(key_id, self._clock.now())
-        self._keys.pop(key.key_hash, None)
-        self._signers.pop(app_id, None)
+        self._keys.drop(key.key_hash)
+        self._signers.drop(app_id)
 
     async def ensure_admin(self, raw: str | None) -> str | None:
         """Make sure the operator can get in: register `raw` (TIDINGS_ADMIN_KEY) if given, else
@@ -147,31 +146,21 @@ class Credentials:
         return await self._user(credential), None
 
     async def _key(self, key_hash: str) -> ApiKey | None:
-        now = time.monotonic()
-        hit = self._keys.get(key_hash)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        fresh, cached = self._keys.lookup(key_hash)
+        if fresh:
+            return cached
         async with self._store.reader() as tx:
             key = await tx.keys.by_hash(key_hash)
-        if key is not None and key.revoked_at is not None:
-            key = None
-        if len(self._keys) > 10_000:
-            self._keys.clear()
-        self._keys[key_hash] = (now + self._ttl, key)
-        return key
+        return self._keys.put(key_hash, None if key is None or key.revoked_at else key)
 
     async def _signing_secrets(self, app_id: str) -> list[tuple[str, str]]:
-        now = time.monotonic()
-        hit = self._signers.get(app_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        fresh, cached = self._signers.lookup(app_id)
+        if fresh and cached is not None:
+            return cached
         async with self._store.reader() as tx:
             keys = await tx.keys.active(app_id)
-        found = [(k.id, self._box.open(k.signing_secret)) for k in keys if k.signing_secret]
-        if len(self._signers) > 10_000:
-            self._signers.clear()
-        self._signers[app_id] = (now + self._ttl, found)
-        return found
+        return self._signers.put(
+            app_id, [(k.id, self._box.open(k.signing_secret)) for k in keys if k.signing_secret])
 
     async def _user(self, token: str) -> Principal:
         try:

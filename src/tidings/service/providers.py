@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 from ..domain.apps import DEFAULT_PROVIDER
@@ -11,6 +10,7 @@ from ..domain.errors import NotConfigured
 from ..ports import Provider, ProviderFactory, Store
 from .apps import provider_settings
 from .secrets import SecretBox
+from .ttlcache import TtlCache
 
 
 class ProviderPool:
@@ -18,8 +18,8 @@ class ProviderPool:
                  concurrency: dict[str, int] | None = None, default_concurrency: int = 32,
                  recheck_seconds: float = 2.0) -> None:
         self._store = store
-        self._recheck = recheck_seconds
-        self._checked: dict[tuple[str, str], float] = {}
+        # An entry means: the built provider was checked against the app's settings lately.
+        self._checked: TtlCache[tuple[str, str], bool] = TtlCache(recheck_seconds)
         self._box = box
         self._factory = factory
         self._built: dict[tuple[str, str], tuple[Any, Provider]] = {}
@@ -39,16 +39,15 @@ class ProviderPool:
         """The app's provider, rebuilt when the app's settings changed; the settings are looked
         at again at most every `recheck_seconds`, not for every batch."""
         key = (app_id, name)
-        now = time.monotonic()
         cached = self._built.get(key)
-        if cached is not None and self._checked.get(key, 0.0) > now:
+        if cached is not None and self._checked.lookup(key)[0]:
             return cached[1]
         async with self._store.reader() as tx:
             app = await tx.apps.get(app_id)
         if app is None:
             raise NotConfigured(f"app {app_id} no longer exists")
         version = app.updated_at
-        self._checked[key] = now + self._recheck
+        self._checked.put(key, True)
         if cached is not None and cached[0] == version:
             return cached[1]
         settings = provider_settings(app, self._box)
