@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...domain.delivery import OutboundMessage, SendResult, Sent
-from ...domain.ids import new_id
 from ...domain.masking import mask_target
 
 log = logging.getLogger("tidings.provider.log")
@@ -24,7 +23,8 @@ class LogProvider:
         results: list[SendResult] = []
         enabled = log.isEnabledFor(logging.INFO)
         for m in messages:
-            message_id = new_id()
+            # Unique per attempt, and says what it was: the log has no ids of its own.
+            message_id = f"log-{m.delivery_id}-{m.attempt}"
             if enabled:
                 log.info("%s to %s via log: %r (delivery %s, message %s)", m.channel,
                          mask_target(m.channel, m.target), m.title or m.body or "",

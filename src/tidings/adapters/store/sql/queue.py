@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.delivery import Claim, OutboundMessage, Outcome
@@ -25,7 +26,7 @@ _RECORD = (
     .where(d.id == bindparam("b_id"), d.lease_id == bindparam("b_lease"))
     .values(status=bindparam("b_status"), error=bindparam("b_error"),
             provider_message_id=bindparam("b_mid"), due_at=bindparam("b_due"),
-            updated_at=bindparam("b_at"), lease_id=None)
+            updated_at=bindparam("b_at"), lease_id=null())
 )
 _DISABLE = (
     update(devices)
@@ -39,6 +40,8 @@ _STATUS = (
 )
 
 
+_STATUSES = select(d.notification_id, d.status).where(
+    d.notification_id.in_(bindparam("ids", expanding=True)))
 _CONTENT = select(notifications.c.id, notifications.c.title, notifications.c.body,
                   notifications.c.data, notifications.c.category, notifications.c.ttl,
                   notifications.c.priority).where(
@@ -96,20 +99,27 @@ class SqlQueue:
     async def record(self, outcomes: Sequence[Outcome]) -> int:
         if not outcomes:
             return 0
-        result = await self._c.execute(_RECORD, [
+        taken = await self._many(_RECORD, [
             {"b_id": o.delivery_id, "b_lease": o.lease_id, "b_status": o.status.value,
              "b_error": o.error, "b_mid": o.provider_message_id, "b_due": opt_ms(o.due_at),
              "b_at": to_ms(o.at)} for o in outcomes])
-        taken = int(result.rowcount) if result.rowcount is not None else len(outcomes)
         gone = [{"b_id": o.disable_device, "b_reason": o.disable_reason}
                 for o in outcomes if o.disable_device]
         if gone:
             await self._c.execute(_DISABLE, gone)
         note_ids = list({o.notification_id for o in outcomes})
         statuses: dict[str, list[str]] = defaultdict(list)
-        for row in await self._c.execute(
-                select(d.notification_id, d.status).where(d.notification_id.in_(note_ids))):
-            statuses[row.notification_id].append(row.status)
-        await self._c.execute(_STATUS, [
+        for note_id, status in await self._c.execute(_STATUSES, {"ids": note_ids}):
+            statuses[note_id].append(status)
+        await self._many(_STATUS, [
             {"b_id": nid, "b_status": derive_status(s).value} for nid, s in statuses.items()])
         return taken
+
+    async def _many(self, statement: Any, rows: list[dict[str, Any]]) -> int:
+        """executemany; straight on the driver where the connection offers it (SQLite)."""
+        plain = getattr(self._c, "executemany_plain", None)
+        if plain is not None:
+            return int(await plain(statement, rows))
+        result = await self._c.execute(statement, rows)
+        return int(result.rowcount) if result.rowcount is not None and result.rowcount >= 0 \
+            else len(rows)

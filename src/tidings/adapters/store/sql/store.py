@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -54,6 +55,24 @@ class InlineConnection:
         if parameters is None:
             return self._conn.execute(statement)
         return self._conn.execute(statement, parameters)
+
+    async def executemany_plain(self, statement: Any, rows: list[dict[str, Any]]) -> int:
+        """Run `statement` once per row straight on sqlite3, for statements whose parameters
+        need no type conversion (strings, numbers, None): SQLAlchemy's per-row parameter
+        processing was a sixth of a delivery round. Returns the rows changed."""
+        sql = _NAMED_SQL.get(statement)
+        if sql is None:
+            sql = _NAMED_SQL[statement] = str(statement.compile(dialect=_NAMED_DIALECT))
+        cursor = self._conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, rows)
+            return int(cursor.rowcount)
+        finally:
+            cursor.close()
+
+
+_NAMED_DIALECT = sqlite_dialect.dialect(paramstyle="named")
+_NAMED_SQL: dict[Any, str] = {}
 
 
 class SqlTx:
@@ -100,9 +119,14 @@ class SqlStore:
                 raise NotConfigured(
                     "PostgreSQL needs the asyncpg driver: pip install 'tidings[postgres]'"
                 ) from exc
-            connect_args: dict[str, Any] = {}
+            # Statements are prepared and reused; after five runs PostgreSQL may switch to a
+            # generic plan, and for `IN (500 parameters)` on a growing table it chose a scan
+            # that made one claim round take 1.4 s instead of 4 ms. Plans here are cheap to
+            # make: always plan for the actual values.
+            server_settings = {"plan_cache_mode": "force_custom_plan"}
             if schema is not None:
-                connect_args["server_settings"] = {"search_path": schema}
+                server_settings["search_path"] = schema
+            connect_args: dict[str, Any] = {"server_settings": server_settings}
             self._engine = create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, echo=echo,
                 json_serializer=_json_dumps, json_deserializer=orjson.loads,
