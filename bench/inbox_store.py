@@ -57,6 +57,7 @@ from rich.table import Table
 from sqlalchemy import event, func, insert, select, text
 from sqlalchemy.engine import Engine
 
+from tidings.adapters.store.sql import counters
 from tidings.adapters.store.sql.rows import delivery_from, notification_from
 from tidings.adapters.store.sql.schema import deliveries, notifications
 from tidings.bootstrap import build
@@ -153,6 +154,11 @@ async def load(bs: BenchStore, plan: Plan, analyze_sqlite: bool) -> tuple[float,
                 await tx.connection.execute(insert(notifications), notes)  # type: ignore[attr-defined]
                 if sends:
                     await tx.connection.execute(insert(deliveries), sends)  # type: ignore[attr-defined]
+                # The store keeps exact unread counters beside the rows (as add_many does).
+                for app_id in {n["app_id"] for n in notes}:
+                    await counters.apply(tx.connection, counters.deltas(  # type: ignore[attr-defined]
+                        app_id, [(n["user_id"], n["channel_mask"]) for n in notes
+                                 if n["app_id"] == app_id and n["read_at"] is None], +1))
             delivery_rows += len(sends)
             bar.advance(task, len(notes))
     if bs.schema is not None:

@@ -37,8 +37,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_database(cls, value: str) -> str:
-        if not value.startswith(("sqlite+aiosqlite://", "postgresql://", "postgresql+asyncpg://",
-                                 "postgres://")):
+        if not value.startswith(("sqlite+aiosqlite://", "sqlite://", "sqlite+pysqlite://",
+                                 "postgresql://", "postgresql+asyncpg://", "postgres://")):
             raise ValueError("use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db")
         if value.startswith("postgres://"):
             value = "postgresql+asyncpg://" + value.removeprefix("postgres://")

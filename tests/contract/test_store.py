@@ -307,3 +307,40 @@ async def test_deleting_an_app_removes_everything(store):
         assert await tx.notifications.get("acme", note_id) is None
         assert await tx.devices.for_user("acme", "u1") == []
     assert await _claim(store, NOW) == []
+
+
+async def test_unread_counts_stay_exact(store):
+    """The unread count is kept beside the rows; every path that writes read state moves it."""
+    await seed_app(store)
+    a = app()
+
+    def note(user, channels, at=0):
+        return plan_notification(a, Recipient(user_id=user), Message(channels, title="t"),
+                                 NOW + timedelta(seconds=at))
+
+    first = [note("u1", ("push", "in_app"), i) for i in range(5)] + [note("u2", ("sms",))]
+    raw = plan_notification(a, Recipient(phone="+393331234567"), Message(("sms",), body="x"), NOW)
+    async with store.transaction() as tx:
+        await tx.notifications.add_many([*first, raw])
+
+    async def counts(user):
+        async with store.reader() as tx:
+            return [await tx.notifications.unread_count("acme", user, c)
+                    for c in (None, "push", "in_app", "sms", "email")]
+
+    assert await counts("u1") == [5, 5, 5, 0, 0]
+    assert await counts("u2") == [1, 0, 0, 1, 0]
+    async with store.transaction() as tx:
+        await tx.notifications.mark_read("acme", "u1", first[0].id, NOW)
+        await tx.notifications.mark_read("acme", "u1", first[0].id, NOW)  # again: no change
+        assert await tx.notifications.mark_all_read("acme", "u1", "push", first[3].id, NOW) == 2
+    assert await counts("u1") == [2, 2, 2, 0, 0]
+    async with store.transaction() as tx:
+        assert await tx.users.delete("acme", "u1")
+    assert await counts("u1") == [0, 0, 0, 0, 0]
+    async with store.transaction() as tx:
+        await tx.notifications.add_many([note("u1", ("email",))])
+    assert await counts("u1") == [1, 0, 0, 0, 1]
+    async with store.transaction() as tx:
+        assert await tx.apps.delete("acme")
+    assert await counts("u2") == [0, 0, 0, 0, 0]

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.apps import ApiKey, App
 from ....domain.errors import StoreConflict
+from . import counters
 from .rows import app_from, app_values, key_from, opt_ms, to_ms
 from .schema import (
     api_keys,
@@ -51,6 +52,7 @@ class SqlApps:
         for table in (deliveries, notifications, devices, users, api_keys):
             await self._c.execute(delete(table).where(table.c.app_id == app_id))
         await self._c.execute(delete(idempotency_keys).where(idempotency_keys.c.scope == app_id))
+        await counters.forget(self._c, app_id)
         result = await self._c.execute(delete(apps).where(apps.c.id == app_id))
         return bool(result.rowcount)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, insert, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.notifications import CHANNEL_BITS, Channel, Notification, channel_mask
 from ....ports import InboxQuery
+from . import counters
 from .rows import delivery_from, delivery_values, notification_from, notification_values, to_ms
 from .schema import deliveries, notifications
 
@@ -19,9 +21,6 @@ _INSERT_DELIVERIES = insert(deliveries)
 
 
 _n = notifications.c
-_UNREAD = (select(func.count()).select_from(notifications)
-           .where(_n.app_id == bindparam("app"), _n.user_id == bindparam("user"), _n.read_at.is_(None)))
-_UNREAD_IN_CHANNEL = _UNREAD.where(_n.channel_mask.op("&")(bindparam("bit")) != 0)
 _FIRST_PAGE = (select(notifications)
                .where(_n.app_id == bindparam("app"), _n.user_id == bindparam("user"))
                .order_by(_n.id.desc()).limit(bindparam("limit")))
@@ -40,11 +39,17 @@ class SqlNotifications:
     async def add_many(self, items: Sequence[Notification]) -> None:
         if not items:
             return
-        await self._c.execute(
-            _INSERT_NOTIFICATIONS, [notification_values(n, channel_mask(n.channels)) for n in items])
+        values = [notification_values(n, channel_mask(n.channels)) for n in items]
+        await self._c.execute(_INSERT_NOTIFICATIONS, values)
         rows = [delivery_values(d) for n in items for d in n.deliveries]
         if rows:
             await self._c.execute(_INSERT_DELIVERIES, rows)
+        by_app: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for v in values:
+            if v["user_id"] is not None and v["read_at"] is None:
+                by_app[v["app_id"]].append((v["user_id"], v["channel_mask"]))
+        for app_id, unread in by_app.items():
+            await counters.apply(self._c, counters.deltas(app_id, unread, +1))
 
     async def _attach(self, items: list[Notification]) -> list[Notification]:
         if not items:
@@ -87,19 +92,18 @@ class SqlNotifications:
         return await self._attach(items) if with_deliveries else items
 
     async def unread_count(self, app_id: str, user_id: str, channel: str | None) -> int:
-        if channel is None:
-            result = await self._c.execute(_UNREAD, {"app": app_id, "user": user_id})
-        else:
-            result = await self._c.execute(_UNREAD_IN_CHANNEL, {
-                "app": app_id, "user": user_id, "bit": CHANNEL_BITS[Channel(channel)]})
-        return int(result.scalar_one())
+        return await counters.read(self._c, app_id, user_id, channel)
 
     async def mark_read(self, app_id: str, user_id: str, notification_id: str,
                         at: datetime) -> Notification | None:
         t = notifications.c
         mine = and_(t.app_id == app_id, t.user_id == user_id, t.id == notification_id)
-        await self._c.execute(
-            update(notifications).where(mine, t.read_at.is_(None)).values(read_at=to_ms(at)))
+        changed = (await self._c.execute(
+            update(notifications).where(mine, t.read_at.is_(None)).values(read_at=to_ms(at))
+            .returning(t.channel_mask))).all()
+        if changed:
+            await counters.apply(self._c, counters.deltas(
+                app_id, [(user_id, changed[0][0])], -1))
         row = (await self._c.execute(select(notifications).where(mine))).first()
         if row is None:
             return None
@@ -115,8 +119,12 @@ class SqlNotifications:
         clause = _channel_clause(channel)
         if clause is not None:
             q = q.where(clause)
-        result = await self._c.execute(q.values(read_at=to_ms(at)))
-        return int(result.rowcount)
+        masks = (await self._c.execute(
+            q.values(read_at=to_ms(at)).returning(t.channel_mask))).all()
+        if masks:
+            await counters.apply(self._c, counters.deltas(
+                app_id, ((user_id, m) for (m,) in masks), -1))
+        return len(masks)
 
     async def by_address(self, app_id: str, address: str, limit: int,
                          before_id: str | None) -> list[Notification]:
