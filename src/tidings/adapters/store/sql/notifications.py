@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+import orjson
 from sqlalchemy import ColumnElement, and_, bindparam, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -24,6 +26,18 @@ _n = notifications.c
 _FIRST_PAGE = (select(notifications)
                .where(_n.app_id == bindparam("app"), _n.user_id == bindparam("user"))
                .order_by(_n.id.desc()).limit(bindparam("limit")))
+
+
+_JSON_COLUMNS = [i for i, c in enumerate(notifications.c) if c.name in ("recipient", "channels", "data")]
+
+
+def _decoded(row: tuple[Any, ...]) -> list[Any]:
+    """A raw sqlite3 row with its JSON columns decoded, as SQLAlchemy would give it."""
+    values = list(row)
+    for i in _JSON_COLUMNS:
+        if values[i] is not None:
+            values[i] = orjson.loads(values[i])
+    return values
 
 
 def _channel_clause(channel: str | None) -> ColumnElement[bool] | None:
@@ -72,9 +86,12 @@ class SqlNotifications:
     async def inbox(self, app_id: str, user_id: str, query: InboxQuery, limit: int,
                     with_deliveries: bool = True) -> list[Notification]:
         if query == _NO_FILTER:  # the first page of the whole inbox: the hot path
-            rows = await self._c.execute(_FIRST_PAGE, {"app": app_id, "user": user_id,
-                                                       "limit": limit})
-            items = [notification_from(r) for r in rows]
+            params = {"app": app_id, "user": user_id, "limit": limit}
+            plain = getattr(self._c, "fetch_plain", None)
+            if plain is not None:
+                items = [notification_from(_decoded(r)) for r in await plain(_FIRST_PAGE, params)]
+            else:
+                items = [notification_from(r) for r in await self._c.execute(_FIRST_PAGE, params)]
             return await self._attach(items) if with_deliveries else items
         t = notifications.c
         q = select(notifications).where(t.app_id == app_id, t.user_id == user_id)
