@@ -66,16 +66,6 @@ class IdempotencyMismatch(Conflict):
     kind = "idempotency-key-reused"
 
 
-class IdempotencyInProgress(Conflict):
-    title = "Idempotent request in progress"
-    kind = "idempotency-in-progress"
-
-
-class PayloadTooLarge(TidingsError):
-    title = "Payload too large"
-    kind = "payload-too-large"
-
-
 class RateLimited(TidingsError):
     title = "Too many requests"
     kind = "rate-limited"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from .errors import ValidationFailed
 
@@ -18,6 +18,22 @@ DEFAULT_LIMIT = 50
 class Page(Generic[T]):
     items: list[T]
     next_cursor: str | None
+
+
+class HasId(Protocol):
+    @property
+    def id(self) -> str: ...
+
+
+Identified = TypeVar("Identified", bound=HasId)
+
+
+def page_of(fetched: list[Identified], limit: int) -> Page[Identified]:
+    """A page from `limit + 1` rows fetched in order: the extra row only says there is more,
+    and the cursor names the last item shown."""
+    items = fetched[:limit]
+    more = len(fetched) > limit
+    return Page(items, encode_cursor(items[-1].id) if more else None)
 
 
 def encode_cursor(*parts: str) -> str:

@@ -7,7 +7,7 @@ import gc
 import logging
 import sys
 from collections.abc import Coroutine
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from rich.panel import Panel
 from .. import __version__
 from ..domain.errors import NotConfigured, TidingsError
 from ..settings import Settings
+
+if TYPE_CHECKING:
+    from ..bootstrap import Container
 
 cli = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Tidings: one notification service for every app of a company.")
@@ -56,12 +59,24 @@ def _fail(exc: Exception) -> typer.Exit:
     return typer.Exit(1)
 
 
-async def _prepare(container) -> None:  # type: ignore[no-untyped-def]
-    new_admin = await container.prepare()
+async def _start(settings: Settings, *, admin: bool) -> Container:
+    """Build everything and bring the schema up to date; with `admin`, also make sure the
+    operator has a key and show a newly made one once. Failures end the command clearly."""
+    from ..bootstrap import build
+
+    try:
+        container = build(settings)
+        if not admin:
+            await container.store.migrate()
+            return container
+        new_admin = await container.prepare()
+    except (TidingsError, OSError) as exc:
+        raise _fail(exc) from None
     if new_admin:
         err.print(Panel.fit(
             f"[bold]{new_admin}[/]\n\nThis admin key is shown once: keep it now. "
             "Set TIDINGS_ADMIN_KEY to choose your own.", title="First start: admin key"))
+    return container
 
 
 @cli.command()
@@ -74,18 +89,13 @@ def serve(
     """Serve the HTTP API (and, unless --no-worker, deliver in the same process)."""
     import uvicorn
 
-    from ..bootstrap import build
     from .http.app import create_app
 
     settings = _settings()
     _logging(settings.log_level)
 
     async def main() -> None:
-        try:
-            container = build(settings)
-            await _prepare(container)
-        except (TidingsError, OSError) as exc:
-            raise _fail(exc) from None
+        container = await _start(settings, admin=True)
         app = create_app(container, run_worker=worker, close_container=True)
         config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(),
                                 access_log=False, proxy_headers=True, server_header=False)
@@ -102,18 +112,13 @@ def serve(
 @cli.command("worker")
 def worker_command() -> None:
     """Run the delivery worker alone (cluster mode: any number of them)."""
-    from ..bootstrap import build
     from .worker import run_worker
 
     settings = _settings()
     _logging(settings.log_level)
 
     async def main() -> None:
-        try:
-            container = build(settings)
-            await container.store.migrate()
-        except (TidingsError, OSError) as exc:
-            raise _fail(exc) from None
+        container = await _start(settings, admin=False)
         gc.freeze()
         await run_worker(container)
 
@@ -123,18 +128,13 @@ def worker_command() -> None:
 @cli.command()
 def migrate() -> None:
     """Bring the database schema up to date (serve and worker do this on start too)."""
-    from ..bootstrap import build
 
     settings = _settings()
     _logging(settings.log_level)
 
     async def main() -> None:
-        try:
-            container = build(settings)
-            await _prepare(container)
-            await container.close()
-        except (TidingsError, OSError) as exc:
-            raise _fail(exc) from None
+        container = await _start(settings, admin=True)
+        await container.close()
 
     asyncio.run(main())
     out.print("schema is up to date")

@@ -8,7 +8,7 @@ from datetime import datetime
 from ..domain.errors import Conflict, NotFound, ValidationFailed
 from ..domain.ids import floor_id, is_ulid
 from ..domain.notifications import Notification
-from ..domain.pagination import check_limit, decode_cursor, encode_cursor
+from ..domain.pagination import check_limit, decode_cursor, page_of
 from ..ports import Clock, InboxQuery, Store
 
 
@@ -55,8 +55,8 @@ class Inbox:
             items = await tx.notifications.inbox(app_id, user_id, query, limit + 1,
                                                  with_deliveries)
             unread = await tx.notifications.unread_count(app_id, user_id, channel)
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-        return InboxPage(items[:limit], next_cursor, unread)
+        page = page_of(items, limit)
+        return InboxPage(page.items, page.next_cursor, unread)
 
     async def read(self, app_id: str, user_id: str, notification_id: str) -> Notification:
         async with self._store.transaction() as tx:
@@ -93,5 +93,5 @@ class Inbox:
         async with self._store.reader() as tx:
             items = await tx.notifications.by_address(app_id, address, limit + 1,
                                                       _cursor_id(cursor))
-        next_cursor = encode_cursor(items[limit - 1].id) if len(items) > limit else None
-        return items[:limit], next_cursor
+        page = page_of(items, limit)
+        return page.items, page.next_cursor

@@ -25,7 +25,6 @@ STATUS: list[tuple[type[e.TidingsError], int]] = [
     (e.NotFound, 404),
     (e.Conflict, 409),
     (e.StoreConflict, 409),
-    (e.PayloadTooLarge, 413),
     (e.RateLimited, 429),
     (e.NotConfigured, 503),
 ]

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
 
-import orjson
 from fastapi import Request
 from starlette.responses import Response
 
@@ -22,8 +22,9 @@ async def begin(request: Request, principal: Principal) -> Replay | IdempotencyC
         return None
     raw = await request.body()
     try:
-        value = orjson.loads(raw) if raw else None
-    except orjson.JSONDecodeError:
+        # Parsed once per request: the JSON route has read it already and keeps the value.
+        value = await request.json() if raw else None
+    except json.JSONDecodeError:
         value = raw.decode("utf-8", "replace")
     scope = principal.app_id or "~admin"
     if principal.user_id is not None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from ....domain.apps import CredentialKind
-from ....domain.pagination import decode_cursor, encode_cursor
+from ....domain.pagination import decode_cursor, page_of
 from ....domain.validation import check_app_id
 from ....ports import Tx
 from ....service.apps import AppChanges
@@ -58,11 +58,9 @@ async def list_apps(request: Request, caller: Caller, limit: Limit = 50,
                     cursor: str | None = None) -> Response:
     require_admin(caller)
     after = decode_cursor(cursor)[0] if cursor else None
-    apps = await services(request).apps.list(limit + 1, after)
-    more = len(apps) > limit
-    apps = apps[:limit]
-    return render.json_response({"items": [render.app(a) for a in apps],
-                                 "next_cursor": encode_cursor(apps[-1].id) if more else None})
+    page = page_of(await services(request).apps.list(limit + 1, after), limit)
+    return render.json_response({"items": [render.app(a) for a in page.items],
+                                 "next_cursor": page.next_cursor})
 
 
 @router.delete("/{app_id}", status_code=204, response_class=Response)

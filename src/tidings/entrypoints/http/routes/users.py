@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from ....domain.apps import route
 from ....domain.devices import Device
-from ....domain.pagination import decode_cursor, encode_cursor
+from ....domain.pagination import decode_cursor, page_of
 from ....domain.users import attribute_filters
 from ....ports import Tx
 from ....service.idempotency import Replay
@@ -69,11 +69,9 @@ async def list_users(request: Request, caller: Caller, limit: Limit = 50,
     app_id = require_backend(caller)
     filters = attribute_filters(list(request.query_params.multi_items()))
     after = decode_cursor(cursor)[0] if cursor else None
-    users = await services(request).users.list(app_id, filters, limit + 1, after)
-    more = len(users) > limit
-    users = users[:limit]
-    return render.json_response({"items": [render.user(u) for u in users],
-                                 "next_cursor": encode_cursor(users[-1].id) if more else None})
+    page = page_of(await services(request).users.list(app_id, filters, limit + 1, after), limit)
+    return render.json_response({"items": [render.user(u) for u in page.items],
+                                 "next_cursor": page.next_cursor})
 
 
 @router.post("/{user_id}/tokens", response_model=TokenOut)
