@@ -12,6 +12,7 @@ import asyncio
 import os
 import socket
 import uuid
+from functools import partial
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ from sqlalchemy.engine import make_url
 
 from tests.fakes.clock import FakeClock
 from tests.fakes.providers import ScriptedFactory
+from tidings.adapters.providers.options import ProviderOptions
+from tidings.adapters.registry import build_provider
 from tidings.adapters.store.sql.store import SqlStore
 from tidings.bootstrap import Container, build
 from tidings.entrypoints.http.app import create_app
@@ -179,3 +182,18 @@ async def drain(container: Container, rounds: int = 20) -> int:
             break
         await asyncio.sleep(0)
     return total
+
+
+@pytest.fixture
+def provider_options() -> ProviderOptions:
+    """What real providers are built with in tests: short timeouts, loopback allowed. A test
+    module overrides this fixture to add its own CA (`ssl_context`)."""
+    return ProviderOptions(timeout=3.0, max_concurrency=16, allow_private_webhooks=True,
+                           public_url="http://tidings.test")
+
+
+@pytest.fixture
+def real_providers(provider_options: ProviderOptions) -> Any:
+    """The production provider factory. A test module that talks to a provider double says
+    `providers = real_providers_fixture` (see tests/integration/providers)."""
+    return partial(build_provider, options=provider_options)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from .adapters.providers.options import ProviderOptions
 from .adapters.registry import STORES, build_provider, load
 from .domain.errors import NotConfigured
 from .domain.retry import RetryPolicy
@@ -102,7 +104,14 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
     policy = RetryPolicy(max_attempts=settings.retry_max_attempts,
                          base_seconds=settings.retry_base_seconds,
                          cap_seconds=settings.retry_cap_seconds)
-    providers = ProviderPool(store, box, provider_factory or build_provider,
+    if provider_factory is None:
+        options = ProviderOptions(
+            max_concurrency=settings.provider_max_requests,
+            timeout=settings.provider_timeout_seconds,
+            allow_private_webhooks=settings.allow_private_webhooks,
+            public_url=settings.public_url)
+        provider_factory = partial(build_provider, options=options)
+    providers = ProviderPool(store, box, provider_factory,
                              settings.provider_concurrency, settings.provider_default_concurrency,
                              recheck_seconds=settings.auth_cache_seconds)
     dispatcher = Dispatcher(store, clock, providers, policy,

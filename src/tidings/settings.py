@@ -28,6 +28,13 @@ class Settings(BaseSettings):
     worker_poll_interval: float = Field(0.5, gt=0, le=60)
     provider_concurrency: dict[str, int] = Field(default_factory=dict)
     provider_default_concurrency: int = Field(32, ge=1, le=10_000)
+    # Requests one app's provider credential keeps in flight (HTTP/2 streams or pooled sockets).
+    provider_max_requests: int = Field(128, ge=1, le=10_000)
+    provider_timeout_seconds: float = Field(15.0, gt=0, le=300)
+    # Webhook URLs (outgoing events and the webhook channel) may name private addresses.
+    allow_private_webhooks: bool = False
+    # This service's public base URL (https://notify.example.com), for provider callbacks.
+    public_url: str | None = Field(None, pattern=r"^https?://[^\s/]+(/[^\s]*)?$")
     retry_max_attempts: int = Field(8, ge=1, le=100)
     retry_base_seconds: float = Field(2.0, gt=0)
     retry_cap_seconds: float = Field(3600.0, gt=0)

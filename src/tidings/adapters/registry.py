@@ -10,6 +10,14 @@ from ..domain.errors import NotConfigured
 
 PROVIDERS: dict[str, str] = {
     "log": "tidings.adapters.providers.log:LogProvider",
+    "fcm": "tidings.adapters.providers.fcm:FcmProvider",
+    "apns": "tidings.adapters.providers.apns:ApnsProvider",
+    "webpush": "tidings.adapters.providers.webpush:WebPushProvider",
+    "sns": "tidings.adapters.providers.sns:SnsProvider",
+    "ses": "tidings.adapters.providers.ses:SesProvider",
+    "smtp": "tidings.adapters.providers.smtp:SmtpProvider",
+    "twilio": "tidings.adapters.providers.twilio:TwilioProvider",
+    "webhook": "tidings.adapters.providers.webhook:WebhookProvider",
 }
 
 STORES: dict[str, str] = {
@@ -18,7 +26,7 @@ STORES: dict[str, str] = {
 }
 
 # The extra that brings each optional module's dependencies.
-EXTRAS: dict[str, str] = {"asyncpg": "postgres"}
+EXTRAS: dict[str, str] = {"asyncpg": "postgres", "aiobotocore": "aws", "botocore": "aws"}
 
 
 def load(table: dict[str, str], name: str, what: str) -> Any:
@@ -35,5 +43,10 @@ def load(table: dict[str, str], name: str, what: str) -> Any:
     return getattr(module, attr)
 
 
-def build_provider(name: str, config: dict[str, Any]) -> Any:
-    return load(PROVIDERS, name, "provider")(config)
+def build_provider(name: str, config: dict[str, Any], options: Any = None) -> Any:
+    """The named provider for one app's (decrypted) settings; `options` is a
+    `providers.options.ProviderOptions` with the process-wide knobs."""
+    if options is None:
+        from .providers.options import ProviderOptions
+        options = ProviderOptions()
+    return load(PROVIDERS, name, "provider")(config, options)

@@ -13,6 +13,8 @@ from .retry import RetryPolicy
 @dataclass(frozen=True)
 class Sent:
     message_id: str | None = None
+    # What the provider knows the target by, to be kept with the device (an SNS endpoint ARN).
+    target_ref: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,12 @@ class OutboundMessage:
     priority: str = "normal"
     attempt: int = 1
     device_id: str | None = None
+    html: str | None = None  # e-mail only: the HTML alternative to `body`
+    collapse_key: str | None = None  # a newer message with the same key replaces an older one
+    # Per-platform overrides, shaped like FCM's message fields: {"android": {...},
+    # "apns": {"headers": {...}, "payload": {...}}, "webpush": {"headers": {...}, ...}}.
+    overrides: dict[str, Any] = field(default_factory=dict)
+    target_ref: str | None = None  # what the provider said it knows this device by (Sent.target_ref)
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,7 @@ class Outcome:
     provider_message_id: str | None = None
     disable_device: str | None = None  # device id the provider said is gone
     disable_reason: str | None = None
+    device_ref: tuple[str, str] | None = None  # (device id, provider's reference) to keep
 
 
 def decide(claim: Claim, result: SendResult, policy: RetryPolicy, now: datetime,
@@ -96,8 +105,11 @@ def decide(claim: Claim, result: SendResult, policy: RetryPolicy, now: datetime,
                        extra.pop("due_at", None), error=error, **extra)
 
     match result:
-        case Sent(message_id=mid):
-            return outcome(DeliveryStatus.SENT, provider_message_id=mid)
+        case Sent(message_id=mid, target_ref=ref):
+            msg, keep = claim.message, None
+            if msg is not None and msg.device_id and ref and ref != msg.target_ref:
+                keep = (msg.device_id, ref)
+            return outcome(DeliveryStatus.SENT, provider_message_id=mid, device_ref=keep)
         case TargetInvalid(reason=reason):
             device = claim.message.device_id if claim.message else None
             return outcome(DeliveryStatus.FAILED, f"target invalid: {reason}",

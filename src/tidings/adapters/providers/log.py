@@ -16,8 +16,9 @@ log = logging.getLogger("tidings.provider.log")
 class LogProvider:
     name = "log"
 
-    def __init__(self, config: dict[str, Any] | None = None, *, max_concurrency: int = 64) -> None:
-        self.max_concurrency = max_concurrency
+    def __init__(self, config: dict[str, Any] | None = None, options: Any = None, *,
+                 max_concurrency: int = 64) -> None:
+        self.max_concurrency = getattr(options, "max_concurrency", max_concurrency)
 
     async def send(self, messages: Sequence[OutboundMessage]) -> Sequence[SendResult]:
         results: list[SendResult] = []
