@@ -12,8 +12,8 @@ import asyncio
 import os
 import socket
 import uuid
-from functools import partial
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse

@@ -78,7 +78,7 @@ async def gather_bounded(items: Sequence[T], limit: int,
                 results[index] = await one(item)
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # a provider answering garbage must not stop the batch
+            except Exception as exc:  # noqa: BLE001 -- garbage from a provider must not stop the batch
                 results[index] = transport_retry(exc)
 
     await asyncio.gather(*(lane() for _ in range(min(limit, len(items)))))
