@@ -42,6 +42,7 @@ class App:
     webhook: dict[str, Any] | None = None
     providers_secret: str | None = None  # the encrypted provider settings, opaque here
     provider_names: list[str] = field(default_factory=list)
+    webhook_secret: str | None = None  # encrypted; signs the app's outgoing events
     created_at: datetime | None = None
     updated_at: datetime | None = None
 

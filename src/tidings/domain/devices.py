@@ -29,6 +29,7 @@ class Device:
     created_at: datetime
     last_seen_at: datetime
     disabled_reason: str | None = None
+    provider_ref: str | None = None  # what the provider knows the device by (an SNS endpoint)
 
 
 def canonical_token(token: str | dict[str, Any]) -> str:

@@ -91,6 +91,8 @@ class Notification:
     ttl: int | None
     priority: str
     deliveries: list[Delivery] = field(default_factory=list)
+    # What only providers read: {"html", "collapse_key", "overrides"} (keys present when set).
+    options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,15 @@ class Message:
     ttl: int | None = None
     priority: str = "normal"
     sender_id: str | None = None
+    html: str | None = None
+    collapse_key: str | None = None
+    overrides: dict[str, Any] | None = None
+
+    @property
+    def options(self) -> dict[str, Any] | None:
+        found = {k: v for k, v in (("html", self.html), ("collapse_key", self.collapse_key),
+                                   ("overrides", self.overrides)) if v}
+        return found or None
 
 
 @dataclass(frozen=True)
@@ -115,6 +126,7 @@ class Recipient:
     phone: str | None = None
     email: str | None = None
     devices: tuple[Device, ...] = ()
+    email_undeliverable: str | None = None  # why the address must not be mailed (a bounce)
 
     @property
     def to(self) -> dict[str, str]:
@@ -186,7 +198,10 @@ def plan_notification(app: App, recipient: Recipient, message: Message, now: dat
             else:
                 add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no phone number")
         elif channel == Channel.EMAIL:
-            if recipient.email:
+            if recipient.email and recipient.email_undeliverable:
+                add(channel, route(app, channel), recipient.email, DeliveryStatus.SKIPPED,
+                    f"email undeliverable: {recipient.email_undeliverable}")
+            elif recipient.email:
                 add(channel, route(app, channel), recipient.email, DeliveryStatus.PENDING, None)
             else:
                 add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no email address")
@@ -196,5 +211,5 @@ def plan_notification(app: App, recipient: Recipient, message: Message, now: dat
         body=message.body, data=dict(message.data), category=message.category, created_at=now,
         send_at=None, status=derive_status(deliveries), read_at=None,
         sender_id=message.sender_id, ttl=message.ttl, priority=message.priority,
-        deliveries=deliveries,
+        deliveries=deliveries, options=message.options,
     )

@@ -21,6 +21,9 @@ class User:
     attributes: dict[str, Any] = field(default_factory=dict)
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # Set by a hard bounce or complaint: e-mail to this address is skipped until it changes.
+    email_undeliverable_at: datetime | None = None
+    email_undeliverable_reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,10 @@ class Pairing:
             return created, True
         assert decision.device is not None
         device = decision.device
+        if (not device.enabled or device.token_key != key or device.user_id != user_id
+                or device.platform != reg.platform):
+            # The provider's reference (an SNS endpoint) may be stale: it is checked afresh.
+            device.provider_ref = None
         device.user_id = user_id
         device.platform = reg.platform
         device.token = canonical_token(reg.token)

@@ -73,6 +73,8 @@ class Sender:
                 phone=profile.phone if profile else None,
                 email=profile.email if profile else None,
                 devices=tuple(devices.get(uid, ())),
+                email_undeliverable=(profile.email_undeliverable_reason or "bounced")
+                if profile and profile.email_undeliverable_at else None,
             ))
         return out
 

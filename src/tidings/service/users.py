@@ -35,6 +35,9 @@ class Users:
                 async with self._store.transaction() as tx:
                     now = self._clock.now()
                     user = await tx.users.get(app_id, user_id) or User(app_id, user_id, created_at=now)
+                    if "email" in fields and profile.email != user.email:
+                        # A new address has not bounced: it is mailed again.
+                        user.email_undeliverable_at = user.email_undeliverable_reason = None
                     for name in fields:
                         value = getattr(profile, name)
                         setattr(user, name, value if value is not None or name != "attributes" else {})

@@ -41,7 +41,9 @@ def key(k: ApiKey) -> dict[str, Any]:
 def user(u: User) -> dict[str, Any]:
     return {"id": u.id, "email": u.email, "phone": u.phone, "timezone": u.timezone,
             "locale": u.locale, "attributes": u.attributes, "created_at": ts(u.created_at),
-            "updated_at": ts(u.updated_at)}
+            "updated_at": ts(u.updated_at),
+            "email_undeliverable": None if u.email_undeliverable_at is None else {
+                "at": ts(u.email_undeliverable_at), "reason": u.email_undeliverable_reason}}
 
 
 def device(d: Device, effective_provider: str | None = None) -> dict[str, Any]:

@@ -239,6 +239,16 @@ class LocalTime(Strict):
     local_time: Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
+class Overrides(Strict):
+    """Per-platform push fields merged over what Tidings builds, shaped like FCM's message:
+    `android` (FCM AndroidConfig), `apns` (`{"headers": {...}, "payload": {...}}`, for APNs and
+    FCM's apns block), `webpush` (`{"headers": {...}, "notification": {...}}`)."""
+
+    android: Annotated[dict[str, Any], AfterValidator(_json_size(4096))] | None = None
+    apns: Annotated[dict[str, Any], AfterValidator(_json_size(4096))] | None = None
+    webpush: Annotated[dict[str, Any], AfterValidator(_json_size(4096))] | None = None
+
+
 class NotificationCreate(Strict):
     to: To
     channels: list[Channel] | None = Field(None, min_length=1, max_length=4)
@@ -250,6 +260,11 @@ class NotificationCreate(Strict):
     ttl: int | None = Field(None, ge=0, le=2_419_200, description="seconds")
     priority: Literal["high", "normal"] | None = None
     sender_id: str | None = Field(None, min_length=1, max_length=256)
+    html: str | None = Field(None, max_length=512 * 1024, description="e-mail: the HTML part")
+    collapse_key: str | None = Field(
+        None, min_length=1, max_length=64,
+        description="a newer push with the same key replaces an older one not yet shown")
+    overrides: Overrides | None = None
 
     @field_validator("channels")
     @classmethod

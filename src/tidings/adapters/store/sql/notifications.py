@@ -28,7 +28,8 @@ _FIRST_PAGE = (select(notifications)
                .order_by(_n.id.desc()).limit(bindparam("limit")))
 
 
-_JSON_COLUMNS = [i for i, c in enumerate(notifications.c) if c.name in ("recipient", "channels", "data")]
+_JSON_COLUMNS = [i for i, c in enumerate(notifications.c)
+                 if c.name in ("recipient", "channels", "data", "options")]
 
 
 def _decoded(row: tuple[Any, ...]) -> list[Any]:

@@ -33,6 +33,11 @@ _DISABLE = (
     .where(devices.c.id == bindparam("b_id"))
     .values(enabled=False, disabled_reason=bindparam("b_reason"))
 )
+_KEEP_REF = (
+    update(devices)
+    .where(devices.c.id == bindparam("b_id"))
+    .values(provider_ref=bindparam("b_ref"))
+)
 _STATUS = (
     update(notifications)
     .where(notifications.c.id == bindparam("b_id"))
@@ -44,10 +49,14 @@ _STATUSES = select(d.notification_id, d.status).where(
     d.notification_id.in_(bindparam("ids", expanding=True)))
 _CONTENT = select(notifications.c.id, notifications.c.title, notifications.c.body,
                   notifications.c.data, notifications.c.category, notifications.c.ttl,
-                  notifications.c.priority).where(
+                  notifications.c.priority, notifications.c.options).where(
                       notifications.c.id.in_(bindparam("ids", expanding=True)))
-_DEVICES = select(devices.c.id, devices.c.token, devices.c.platform, devices.c.enabled).where(
+_DEVICES = select(devices.c.id, devices.c.token, devices.c.platform, devices.c.enabled,
+                  devices.c.provider_ref).where(
     devices.c.id.in_(bindparam("ids", expanding=True)))
+
+
+_NO_OPTIONS: dict[str, Any] = {}
 
 
 class SqlQueue:
@@ -81,17 +90,20 @@ class SqlQueue:
         for (delivery_id, note_id, app_id, user_id, channel, provider, target,
              attempts) in claimed:
             note = notes.get(note_id)
-            platform = device_id = None
+            platform = device_id = ref = None
             if channel == "push":
                 device_id = target
-                token, platform, enabled = devs.get(target) or (None, None, False)
+                token, platform, enabled, ref = devs.get(target) or (None, None, False, None)
                 target = token if enabled else None
             message = None
             if note is not None and target:
-                title, body, data, category, ttl, priority = note
+                title, body, data, category, ttl, priority, options = note
+                options = options or _NO_OPTIONS
                 message = OutboundMessage(
                     delivery_id, note_id, app_id, user_id, channel, provider, target, platform,
-                    title, body, data or {}, category, ttl, priority, attempts, device_id)
+                    title, body, data or {}, category, ttl, priority, attempts, device_id,
+                    options.get("html"), options.get("collapse_key"),
+                    options.get("overrides") or {}, ref)
             claims.append(Claim(delivery_id, note_id, app_id, provider, attempts, lease_id,
                                 message))
         return claims
@@ -107,6 +119,10 @@ class SqlQueue:
                 for o in outcomes if o.disable_device]
         if gone:
             await self._c.execute(_DISABLE, gone)
+        refs = [{"b_id": o.device_ref[0], "b_ref": o.device_ref[1]}
+                for o in outcomes if o.device_ref]
+        if refs:
+            await self._c.execute(_KEEP_REF, refs)
         note_ids = list({o.notification_id for o in outcomes})
         statuses: dict[str, list[str]] = defaultdict(list)
         for note_id, status in await self._c.execute(_STATUSES, {"ids": note_ids}):

@@ -33,7 +33,8 @@ def app_from(row: Any) -> App:
     return App(
         id=row.id, name=row.name, routing=row.routing or {}, defaults=row.defaults or {},
         webhook=row.webhook, providers_secret=row.providers_secret,
-        provider_names=list(row.provider_names or []), created_at=from_ms(row.created_at),
+        provider_names=list(row.provider_names or []), webhook_secret=row.webhook_secret,
+        created_at=from_ms(row.created_at),
         updated_at=from_ms(row.updated_at),
     )
 
@@ -42,7 +43,7 @@ def app_values(app: App) -> dict[str, Any]:
     return {
         "id": app.id, "name": app.name, "routing": app.routing, "defaults": app.defaults,
         "webhook": app.webhook, "providers_secret": app.providers_secret,
-        "provider_names": app.provider_names,
+        "provider_names": app.provider_names, "webhook_secret": app.webhook_secret,
         "created_at": to_ms(app.created_at) if app.created_at else 0,
         "updated_at": to_ms(app.updated_at) if app.updated_at else 0,
     }
@@ -60,7 +61,8 @@ def user_from(row: Any) -> User:
     return User(
         app_id=row.app_id, id=row.id, email=row.email, phone=row.phone, timezone=row.timezone,
         locale=row.locale, attributes=row.attributes or {}, created_at=from_ms(row.created_at),
-        updated_at=from_ms(row.updated_at),
+        updated_at=from_ms(row.updated_at), email_undeliverable_at=opt_dt(row.email_undeliverable_at),
+        email_undeliverable_reason=row.email_undeliverable_reason,
     )
 
 
@@ -70,7 +72,7 @@ def device_from(row: Any) -> Device:
         token=row.token, token_key=row.token_key, provider=row.provider,
         enabled=bool(row.enabled), device_info=row.device_info, app_version=row.app_version,
         created_at=from_ms(row.created_at), last_seen_at=from_ms(row.last_seen_at),
-        disabled_reason=row.disabled_reason,
+        disabled_reason=row.disabled_reason, provider_ref=row.provider_ref,
     )
 
 
@@ -81,6 +83,7 @@ def device_values(d: Device) -> dict[str, Any]:
         "enabled": d.enabled, "disabled_reason": d.disabled_reason,
         "device_info": d.device_info, "app_version": d.app_version,
         "created_at": to_ms(d.created_at), "last_seen_at": to_ms(d.last_seen_at),
+        "provider_ref": d.provider_ref,
     }
 
 
@@ -88,12 +91,12 @@ def notification_from(row: Any) -> Notification:
     """From a row of all the table's columns, in table order (unpacked by position: reading
     eighteen attributes by name was the inbox page's largest cost)."""
     (id_, app_id, user_id, to_address, recipient, channels, _mask, title, body, data, category,
-     created_at, send_at, status, read_at, sender_id, ttl, priority) = row
+     created_at, send_at, status, read_at, sender_id, ttl, priority, options) = row
     return Notification(
         id_, app_id, user_id, recipient, to_address, channels, title, body, data, category,
         _UTC_FROM(created_at / 1000, UTC), None if send_at is None else _UTC_FROM(send_at / 1000, UTC),
         status, None if read_at is None else _UTC_FROM(read_at / 1000, UTC), sender_id, ttl,
-        priority,
+        priority, [], options,
     )
 
 
@@ -104,7 +107,7 @@ def notification_values(n: Notification, mask: int) -> dict[str, Any]:
         "body": n.body, "data": n.data, "category": n.category,
         "created_at": to_ms(n.created_at), "send_at": opt_ms(n.send_at), "status": n.status,
         "read_at": opt_ms(n.read_at), "sender_id": n.sender_id, "ttl": n.ttl,
-        "priority": n.priority,
+        "priority": n.priority, "options": n.options,
     }
 
 

@@ -41,6 +41,7 @@ apps = Table(
     Column("webhook", Json, nullable=True),
     Column("providers_secret", Text, nullable=True),
     Column("provider_names", Json, nullable=False),
+    Column("webhook_secret", Text, nullable=True),  # encrypted, signs outgoing events
     Column("created_at", Ms, nullable=False),
     Column("updated_at", Ms, nullable=False),
 )
@@ -69,6 +70,9 @@ users = Table(
     Column("attributes", Json, nullable=False),
     Column("created_at", Ms, nullable=False),
     Column("updated_at", Ms, nullable=False),
+    # Set when a hard bounce or complaint said the address must not be mailed again.
+    Column("email_undeliverable_at", Ms, nullable=True),
+    Column("email_undeliverable_reason", String(300), nullable=True),
 )
 
 devices = Table(
@@ -86,6 +90,9 @@ devices = Table(
     Column("app_version", String(64), nullable=True),
     Column("created_at", Ms, nullable=False),
     Column("last_seen_at", Ms, nullable=False),
+    # What the provider knows this device by (an SNS endpoint ARN); cleared when the token
+    # changes or the device is re-enabled, so the provider checks it again.
+    Column("provider_ref", String(512), nullable=True),
     UniqueConstraint("app_id", "token_key", name="uq_devices_token"),
     Index("ix_devices_user", "app_id", "user_id"),
 )
@@ -110,6 +117,8 @@ notifications = Table(
     Column("sender_id", String(256), nullable=True),
     Column("ttl", Integer, nullable=True),
     Column("priority", String(8), nullable=False),
+    # Sending options that only providers read: {"html", "collapse_key", "overrides"}.
+    Column("options", Json, nullable=True),
     # The inbox: a user's notifications newest first, by id (ids sort by creation time).
     Index("ix_notifications_inbox", "app_id", "user_id", "id"),
     # Unread counts and read-all touch only the unread rows.
@@ -139,6 +148,10 @@ deliveries = Table(
     Column("due_at", Ms, nullable=True),
     Column("lease_id", String(26), nullable=True),
     Index("ix_deliveries_notification", "notification_id"),
+    # Receipts (Twilio status callbacks, SES/SNS events) find a delivery by the provider's id.
+    Index("ix_deliveries_provider_message", "provider_message_id",
+          sqlite_where=text("provider_message_id IS NOT NULL"),
+          postgresql_where=text("provider_message_id IS NOT NULL")),
     Index("ix_deliveries_queue", "due_at",
           sqlite_where=text("due_at IS NOT NULL"), postgresql_where=text("due_at IS NOT NULL")),
 )
@@ -166,4 +179,24 @@ inbox_counters = Table(
     Column("unread_in_app", Integer, nullable=False),
     Column("unread_sms", Integer, nullable=False),
     Column("unread_email", Integer, nullable=False),
+)
+
+# Outgoing app webhooks (Standard Webhooks): an outbox written in the transaction of the change
+# it reports, sent by the worker with retries on its own schedule.
+webhook_events = Table(
+    "webhook_events", metadata,
+    Column("id", String(26), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("payload", Json, nullable=False),
+    Column("created_at", Ms, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | sent | failed
+    Column("attempts", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+    Column("updated_at", Ms, nullable=False),
+    Column("due_at", Ms, nullable=True),  # NULL once sent or given up
+    Column("lease_id", String(26), nullable=True),
+    Index("ix_webhook_events_queue", "due_at",
+          sqlite_where=text("due_at IS NOT NULL"), postgresql_where=text("due_at IS NOT NULL")),
+    Index("ix_webhook_events_app", "app_id", "id"),
 )

@@ -25,7 +25,7 @@ from ....domain.devices import Device
 from ....domain.errors import StoreConflict
 from ....domain.users import AttributeEquals, User
 from . import counters
-from .rows import device_from, device_values, to_ms, user_from
+from .rows import device_from, device_values, opt_ms, to_ms, user_from
 from .schema import deliveries, devices, notifications, users
 
 
@@ -35,6 +35,8 @@ def _user_values(user: User) -> dict[str, Any]:
         "timezone": user.timezone, "locale": user.locale, "attributes": user.attributes,
         "created_at": to_ms(user.created_at) if user.created_at else 0,
         "updated_at": to_ms(user.updated_at) if user.updated_at else 0,
+        "email_undeliverable_at": opt_ms(user.email_undeliverable_at),
+        "email_undeliverable_reason": user.email_undeliverable_reason,
     }
 
 

@@ -59,7 +59,8 @@ async def send(body: NotificationCreate, request: Request, caller: Caller) -> Re
         data=body.data, category=body.category,
         ttl=body.ttl if body.ttl is not None else defaults.get("ttl"),
         priority=body.priority or defaults.get("priority") or "normal",
-        sender_id=body.sender_id)
+        sender_id=body.sender_id, html=body.html, collapse_key=body.collapse_key,
+        overrides=body.overrides.model_dump(exclude_none=True) if body.overrides else None)
     answer = await container.sender.send(app, audience, message, started, _render)
     return respond(answer)
 
