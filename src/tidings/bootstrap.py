@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass
@@ -11,19 +12,22 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from .adapters.events.webhook_sender import AiohttpWebhookSender
 from .adapters.providers.options import ProviderOptions
 from .adapters.registry import STORES, build_provider, load
 from .domain.errors import NotConfigured
 from .domain.retry import RetryPolicy
-from .ports import Clock, ProviderFactory, Store
+from .ports import Clock, ProviderFactory, Store, WebhookSender
 from .service.apps import Apps
 from .service.clock import SystemClock
 from .service.delivery import Dispatcher
+from .service.events import EventDispatcher, Events
 from .service.idempotency import Idempotency
 from .service.inbox import Inbox
 from .service.keys import Credentials
 from .service.pairing import Pairing
 from .service.providers import ProviderPool
+from .service.receipts import Receipts
 from .service.secrets import SecretBox
 from .service.sending import Sender
 from .service.users import Users
@@ -47,6 +51,9 @@ class Container:
     sender: Sender
     providers: ProviderPool
     dispatcher: Dispatcher
+    events: Events
+    receipts: Receipts
+    event_dispatcher: EventDispatcher
 
     async def prepare(self) -> str | None:
         """Migrate the schema and make sure an admin key exists; returns a new admin key once."""
@@ -54,8 +61,13 @@ class Container:
         admin = self.settings.admin_key.get_secret_value() if self.settings.admin_key else None
         return await self.credentials.ensure_admin(admin)
 
+    async def run_workers(self, stop: asyncio.Event) -> None:
+        """The delivery engine and the app-event sender, until `stop` is set."""
+        await asyncio.gather(self.dispatcher.run(stop), self.event_dispatcher.run(stop))
+
     async def close(self) -> None:
         await self.providers.close()
+        await self.event_dispatcher.close()
         await self.store.close()
 
 
@@ -90,6 +102,7 @@ def resolve_secret_key(settings: Settings) -> str:
 
 def build(settings: Settings | None = None, *, store: Store | None = None,
           clock: Clock | None = None, provider_factory: ProviderFactory | None = None,
+          webhook_sender: WebhookSender | None = None,
           **_: Any) -> Container:
     settings = settings or Settings()
     if store is None:
@@ -105,26 +118,33 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
                          base_seconds=settings.retry_base_seconds,
                          cap_seconds=settings.retry_cap_seconds)
     if provider_factory is None:
-        options = ProviderOptions(
+        provider_options = ProviderOptions(
             max_concurrency=settings.provider_max_requests,
             timeout=settings.provider_timeout_seconds,
             allow_private_webhooks=settings.allow_private_webhooks,
             public_url=settings.public_url)
-        provider_factory = partial(build_provider, options=options)
+        provider_factory = partial(build_provider, options=provider_options)
     providers = ProviderPool(store, box, provider_factory,
                              settings.provider_concurrency, settings.provider_default_concurrency,
                              recheck_seconds=settings.auth_cache_seconds)
+    apps = Apps(store, clock, box, settings.auth_cache_seconds)
+    events = Events(apps, clock)
     dispatcher = Dispatcher(store, clock, providers, policy,
                             batch_size=settings.worker_batch_size,
                             lease_seconds=settings.worker_lease_seconds,
-                            poll_interval=settings.worker_poll_interval)
+                            poll_interval=settings.worker_poll_interval, events=events)
+    event_dispatcher = EventDispatcher(
+        store, clock, apps, box, webhook_sender or AiohttpWebhookSender(ProviderOptions(
+            timeout=settings.provider_timeout_seconds,
+            allow_private_webhooks=settings.allow_private_webhooks)))
     idempotency = Idempotency(store, clock, box)
     return Container(
         settings=settings, store=store, clock=clock, box=box,
         credentials=Credentials(store, clock, box, settings.auth_cache_seconds),
-        apps=Apps(store, clock, box, settings.auth_cache_seconds), users=Users(store, clock),
+        apps=apps, users=Users(store, clock), events=events,
+        receipts=Receipts(store, events), event_dispatcher=event_dispatcher,
         pairing=Pairing(store, clock),
-        inbox=Inbox(store, clock), idempotency=idempotency,
+        inbox=Inbox(store, clock, events), idempotency=idempotency,
         sender=Sender(store, clock, idempotency, on_queued=dispatcher.wake),
         providers=providers, dispatcher=dispatcher,
     )

@@ -11,8 +11,10 @@ from typing import Protocol
 from .domain.apps import ApiKey, App
 from .domain.delivery import Claim, OutboundMessage, Outcome, SendResult
 from .domain.devices import Device
+from .domain.events import AppEvent, EventOutcome
 from .domain.idempotency import IdempotencyRecord
 from .domain.notifications import Notification
+from .domain.receipts import Receipt, Receipted
 from .domain.users import AttributeEquals, User
 
 
@@ -62,6 +64,10 @@ class UserRepo(Protocol):
         ...
     async def list(self, app_id: str, filters: Sequence[AttributeEquals], limit: int,
                    after: str | None) -> list[User]: ...
+    async def mark_email_undeliverable(self, app_id: str, user_id: str, address: str,
+                                       reason: str, at: datetime) -> bool:
+        """Mark the user's e-mail undeliverable if it still is `address`; True if marked."""
+        ...
 
 
 class DeviceRepo(Protocol):
@@ -102,6 +108,22 @@ class DeliveryQueue(Protocol):
         reported gone, and bring the notifications' status up to date. Returns how many
         outcomes were taken (a lost lease drops its outcome)."""
         ...
+    async def receipt(self, app_id: str, receipt: Receipt) -> Receipted | None:
+        """Apply a provider's receipt to the app's delivery with that provider message id
+        (and bring its notification's status up to date); None when no delivery matches."""
+        ...
+
+
+class EventOutbox(Protocol):
+    """Outgoing app events, written in the transaction of the change they report."""
+
+    async def add(self, events: Sequence[AppEvent]) -> None: ...
+    async def claim(self, now: datetime, limit: int, lease_seconds: float,
+                    lease_id: str) -> list[AppEvent]: ...
+    async def record(self, outcomes: Sequence[EventOutcome]) -> int: ...
+    async def purge(self, before: datetime) -> int:
+        """Forget sent and given-up events older than `before`."""
+        ...
 
 
 class IdempotencyRepo(Protocol):
@@ -122,6 +144,7 @@ class Tx(Protocol):
     notifications: NotificationRepo
     deliveries: DeliveryQueue
     idempotency: IdempotencyRepo
+    events: EventOutbox
 
 
 class Store(Protocol):
@@ -149,6 +172,20 @@ class Provider(Protocol):
     max_concurrency: int
 
     async def send(self, messages: Sequence[OutboundMessage]) -> Sequence[SendResult]: ...
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    ok: bool
+    error: str | None = None
+    retry_after: float | None = None  # seconds, when the receiver said
+
+
+class WebhookSender(Protocol):
+    """POSTs one signed app event to the app's webhook URL."""
+
+    async def send(self, url: str, secret: str, event_id: str, body: bytes) -> WebhookAnswer: ...
     async def close(self) -> None: ...
 
 

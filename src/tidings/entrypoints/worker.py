@@ -17,6 +17,6 @@ async def run_worker(container: Container) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await container.dispatcher.run(stop)
+        await container.run_workers(stop)
     finally:
         await container.close()

@@ -9,6 +9,7 @@ from typing import Any
 from ..domain.apps import DEFAULT_PROVIDER, App
 from ..domain.errors import FieldError, NotFound, StoreConflict, ValidationFailed
 from ..domain.validation import check_app_id
+from ..domain.webhooks import new_secret
 from ..ports import Clock, Store
 from .secrets import SecretBox
 from .ttlcache import TtlCache
@@ -24,6 +25,7 @@ class AppChanges:
     defaults: dict[str, Any] | None = None
     webhook: dict[str, Any] | None = None
     clear_webhook: bool = False
+    webhook_secret: str | None = None  # given by the operator; one is made when there is none
 
 
 def provider_settings(app: App, box: SecretBox) -> dict[str, dict[str, Any]]:
@@ -93,9 +95,11 @@ class Apps:
             if changes.defaults is not None:
                 app.defaults = changes.defaults
             if changes.clear_webhook:
-                app.webhook = None
+                app.webhook = app.webhook_secret = None
             elif changes.webhook is not None:
                 app.webhook = changes.webhook
+                if changes.webhook_secret is not None or app.webhook_secret is None:
+                    app.webhook_secret = self._box.seal(changes.webhook_secret or new_secret())
             missing = [FieldError(where, f"provider {name!r} is not configured for this app")
                        for where, name in _routed_names(app.routing)
                        if name != DEFAULT_PROVIDER and name not in app.provider_names]
@@ -109,6 +113,9 @@ class Apps:
                 await tx.apps.update(app)
         self._cache.drop(app_id)
         return app, created
+
+    def webhook_secret(self, app: App) -> str | None:
+        return self._box.open(app.webhook_secret) if app.webhook_secret else None
 
     async def get(self, app_id: str) -> App:
         async with self._store.reader() as tx:

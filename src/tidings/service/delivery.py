@@ -15,6 +15,7 @@ from ..domain.ids import new_id
 from ..domain.notifications import DeliveryStatus
 from ..domain.retry import RetryPolicy
 from ..ports import Clock, Store
+from .events import Events
 from .providers import ProviderPool
 
 log = logging.getLogger("tidings.worker")
@@ -23,7 +24,8 @@ log = logging.getLogger("tidings.worker")
 class Dispatcher:
     def __init__(self, store: Store, clock: Clock, providers: ProviderPool, policy: RetryPolicy,
                  *, batch_size: int = 500, lease_seconds: float = 60.0,
-                 poll_interval: float = 0.5) -> None:
+                 poll_interval: float = 0.5, events: Events | None = None) -> None:
+        self._events = events
         self._store = store
         self._clock = clock
         self._providers = providers
@@ -62,8 +64,11 @@ class Dispatcher:
                                       for (app_id, name), group in groups.items()))
         for batch in sent:
             outcomes.extend(batch)
+        events = await self._events.for_outcomes(claims, outcomes) if self._events else []
         async with self._store.transaction() as tx:
             await tx.deliveries.record(outcomes)
+            if events:
+                await tx.events.add(events)
         return len(claims)
 
     async def _send(self, app_id: str, name: str, claims: Sequence[Claim]) -> list[Outcome]:

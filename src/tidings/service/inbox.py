@@ -9,7 +9,9 @@ from ..domain.errors import Conflict, NotFound, ValidationFailed
 from ..domain.ids import floor_id, is_ulid
 from ..domain.notifications import Notification
 from ..domain.pagination import check_limit, decode_cursor, page_of
+from ..domain.webhooks import iso
 from ..ports import Clock, InboxQuery, Store
+from .events import Events
 
 
 @dataclass(frozen=True)
@@ -33,9 +35,10 @@ def _cursor_id(cursor: str | None) -> str | None:
 
 
 class Inbox:
-    def __init__(self, store: Store, clock: Clock) -> None:
+    def __init__(self, store: Store, clock: Clock, events: Events | None = None) -> None:
         self._store = store
         self._clock = clock
+        self._events = events
 
     async def page(self, app_id: str, user_id: str, *, channel: str | None = None,
                    since: datetime | None = None, until: datetime | None = None,
@@ -59,9 +62,17 @@ class Inbox:
         return InboxPage(page.items, page.next_cursor, unread)
 
     async def read(self, app_id: str, user_id: str, notification_id: str) -> Notification:
+        app = await self._events.app(app_id) if self._events else None
+        now = self._clock.now()
         async with self._store.transaction() as tx:
-            found = await tx.notifications.mark_read(app_id, user_id, notification_id,
-                                                     self._clock.now())
+            found = await tx.notifications.mark_read(app_id, user_id, notification_id, now)
+            if (found is not None and found.read_at is not None and self._events
+                    and _ms(found.read_at) == _ms(now)):  # read by this request
+                ev = self._events.make(app, "notification.read", {
+                    "notification_id": found.id, "user_id": user_id,
+                    "read_at": iso(now)}, now)
+                if ev is not None:
+                    await tx.events.add([ev])
         if found is None:
             raise NotFound(f"notification {notification_id} not found")
         return found
@@ -69,9 +80,17 @@ class Inbox:
     async def read_all(self, app_id: str, user_id: str, channel: str | None = None,
                        until: datetime | None = None) -> int:
         before = floor_id(_ms(until)) if until is not None else None
+        app = await self._events.app(app_id) if self._events else None
+        now = self._clock.now()
         async with self._store.transaction() as tx:
-            return await tx.notifications.mark_all_read(app_id, user_id, channel, before,
-                                                        self._clock.now())
+            updated = await tx.notifications.mark_all_read(app_id, user_id, channel, before, now)
+            if updated and self._events:
+                ev = self._events.make(app, "notification.read_all", {
+                    "user_id": user_id, "channel": channel, "updated": updated,
+                    "until": iso(until) if until else None, "read_at": iso(now)}, now)
+                if ev is not None:
+                    await tx.events.add([ev])
+        return updated
 
     async def get(self, app_id: str, notification_id: str) -> Notification:
         async with self._store.reader() as tx:

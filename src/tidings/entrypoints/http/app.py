@@ -22,7 +22,7 @@ def create_app(container: Container, *, run_worker: bool = False,
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        worker = (asyncio.create_task(container.dispatcher.run(stop), name="tidings-worker")
+        worker = (asyncio.create_task(container.run_workers(stop), name="tidings-worker")
                   if run_worker else None)
         try:
             yield

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from ...domain.webhooks import is_secret
+
 HttpEndpoint = Field(None, pattern=r"^https?://[^\s]+$", max_length=2048)
 
 
@@ -108,7 +110,15 @@ class TwilioSettings(_Settings):
 
 class WebhookSettings(_Settings):
     url: str | None = HttpEndpoint
-    secret: str | None = None
+    secret: str = Field(description="whsec_…: signs every POST (Standard Webhooks)")
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: str) -> str:
+        if not is_secret(value):
+            raise ValueError("must be 'whsec_' followed by the base64 of 24 to 64 random bytes "
+                             "(e.g. \"whsec_\" + base64 of 32 bytes from a secure generator)")
+        return value
 
 
 class LogSettings(_Settings):

@@ -20,6 +20,7 @@ from pydantic import (
 
 from ...domain import validation as v
 from ...domain.notifications import Channel
+from ...domain.webhooks import is_secret
 from .providers import check_provider_settings
 
 MAX_DATA_BYTES = 8 * 1024
@@ -82,13 +83,21 @@ Platform = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
 Ulid = Annotated[str, StringConstraints(pattern=r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
 Category = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
 WebhookEvent = Literal["delivery.sent", "delivery.delivered", "delivery.failed",
-                       "delivery.skipped", "notification.read"]
+                       "delivery.skipped", "notification.read", "notification.read_all"]
 
 
 # --- apps -----------------------------------------------------------------------------------
 class Webhook(Strict):
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/$.?#][^\s]*$", max_length=2048)]
     events: list[WebhookEvent] = Field(default_factory=lambda: list(WebhookEvent.__args__))  # type: ignore[attr-defined]
+    secret: str | None = Field(None, description="whsec_…; made for the app when not given")
+
+    @field_validator("secret")
+    @classmethod
+    def _whsec(cls, value: str | None) -> str | None:
+        if value is not None and not is_secret(value):
+            raise ValueError("must be 'whsec_' followed by the base64 of 24 to 64 random bytes")
+        return value
 
 
 class AppDefaults(Strict):
@@ -193,6 +202,9 @@ ProviderToken = Annotated[str, StringConstraints(min_length=1, max_length=4096, 
 
 
 class DeviceRegister(Strict):
+    """`platform: "webhook"` with an http(s) URL as the token makes a device the `webhook`
+    provider POSTs to."""
+
     platform: Platform
     token: ProviderToken | WebPushSubscription
     provider: ProviderName | None = None

@@ -15,7 +15,8 @@ from sqlalchemy import bindparam, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.delivery import Claim, OutboundMessage, Outcome
-from ....domain.notifications import derive_status
+from ....domain.notifications import DeliveryStatus, derive_status
+from ....domain.receipts import Receipt, Receipted, next_status
 from .rows import opt_ms, to_ms
 from .schema import deliveries, devices, notifications
 
@@ -130,6 +131,31 @@ class SqlQueue:
         await self._many(_STATUS, [
             {"b_id": nid, "b_status": derive_status(s).value} for nid, s in statuses.items()])
         return taken
+
+    async def receipt(self, app_id: str, receipt: Receipt) -> Receipted | None:
+        row = (await self._c.execute(
+            select(d.id, d.notification_id, d.user_id, d.channel, d.target, d.status, d.error)
+            .where(d.provider_message_id == receipt.provider_message_id, d.app_id == app_id,
+                   d.provider == receipt.provider)
+            .limit(1).with_for_update())).first()
+        if row is None:
+            return None
+        delivery_id, note_id, user_id, channel, target, status, error = row
+        new = next_status(status, receipt)
+        if new is not None:
+            # A receipt ends the delivery: it leaves the queue, and its lease (if a worker still
+            # holds one) no longer counts, so a late worker record cannot undo it.
+            error = receipt.error if new == DeliveryStatus.FAILED else None
+            await self._c.execute(update(deliveries).where(d.id == delivery_id).values(
+                status=new.value, error=error, updated_at=to_ms(receipt.at), due_at=None,
+                lease_id=None))
+            statuses = [s for (s,) in await self._c.execute(
+                select(d.status).where(d.notification_id == note_id))]
+            await self._c.execute(_STATUS, {"b_id": note_id,
+                                            "b_status": derive_status(statuses).value})
+            status = new.value
+        return Receipted(delivery_id, note_id, app_id, user_id, channel, receipt.provider,
+                         target, status, error, new is not None)
 
     async def _many(self, statement: Any, rows: list[dict[str, Any]]) -> int:
         """executemany; straight on the driver where the connection offers it (SQLite)."""

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ....domain.errors import NotConfigured
 from .apps import SqlApps, SqlKeys
+from .events import SqlEvents
 from .idempotency import SqlIdempotency
 from .notifications import SqlNotifications
 from .queue import SqlQueue
@@ -106,6 +107,7 @@ class SqlTx:
         self.notifications = SqlNotifications(conn)
         self.deliveries = SqlQueue(conn)
         self.idempotency = SqlIdempotency(conn)
+        self.events = SqlEvents(conn)
 
 
 class SqlStore:

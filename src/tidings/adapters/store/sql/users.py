@@ -112,6 +112,13 @@ class SqlUsers:
                 clauses.append(typed.in_(("integer", "real")) & (extracted == v))
         return or_(*clauses)
 
+    async def mark_email_undeliverable(self, app_id: str, user_id: str, address: str,
+                                       reason: str, at: datetime) -> bool:
+        result = await self._c.execute(update(users).where(
+            users.c.app_id == app_id, users.c.id == user_id, users.c.email == address,
+        ).values(email_undeliverable_at=to_ms(at), email_undeliverable_reason=reason[:300]))
+        return bool(result.rowcount)
+
     async def list(self, app_id: str, filters: Sequence[AttributeEquals], limit: int,
                    after: str | None) -> list[User]:
         q = select(users).where(users.c.app_id == app_id).order_by(users.c.id).limit(limit)

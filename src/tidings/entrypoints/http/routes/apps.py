@@ -8,7 +8,9 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
+from ....adapters.providers.ssrf import check_public_url
 from ....domain.apps import CredentialKind
+from ....domain.errors import FieldError, ValidationFailed
 from ....domain.pagination import decode_cursor, page_of
 from ....domain.validation import check_app_id
 from ....ports import Tx
@@ -33,16 +35,33 @@ async def put_app(app_id: str, body: AppPut, request: Request, caller: Caller) -
     require_admin(caller)
     check_app_id(app_id)
     fields = body.model_fields_set
+    container = services(request)
+    allow_private = container.settings.allow_private_webhooks
+    urls = [("webhook.url", body.webhook.url)] if body.webhook else []
+    hook = (body.providers or {}).get("webhook")
+    if hook and hook.get("url"):
+        urls.append(("providers.webhook.url", hook["url"]))
+    problems = [FieldError(where, problem) for where, url in urls
+                if (problem := await check_public_url(url, allow_private))]
+    if problems:
+        raise ValidationFailed("a webhook URL must reach a public address (set "
+                               "TIDINGS_ALLOW_PRIVATE_WEBHOOKS=true to allow private ones)",
+                               errors=problems)
     changes = AppChanges(
         name=body.name,
         providers=body.providers,
         routing=body.model_dump(include={"routing"})["routing"] if body.routing is not None else None,
         defaults=body.defaults.model_dump(exclude_none=True) if body.defaults else None,
-        webhook=body.webhook.model_dump() if body.webhook else None,
+        webhook=body.webhook.model_dump(exclude={"secret"}) if body.webhook else None,
         clear_webhook="webhook" in fields and body.webhook is None,
+        webhook_secret=body.webhook.secret if body.webhook else None,
     )
-    app, created = await services(request).apps.put(app_id, changes)
-    return render.json_response(render.app(app), 201 if created else 200)
+    app, created = await container.apps.put(app_id, changes)
+    doc = render.app(app)
+    if body.webhook and doc.get("webhook") is not None:
+        # The signing secret is shown to the operator who sets the webhook, never on reads.
+        doc["webhook"] = {**doc["webhook"], "secret": container.apps.webhook_secret(app)}
+    return render.json_response(doc, 201 if created else 200)
 
 
 @router.get("/{app_id}", response_model=AppOut)

@@ -8,8 +8,10 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
+from ....adapters.providers.ssrf import check_public_url
 from ....domain.apps import route
 from ....domain.devices import Device
+from ....domain.errors import ValidationFailed
 from ....domain.pagination import decode_cursor, page_of
 from ....domain.users import attribute_filters
 from ....ports import Tx
@@ -96,6 +98,12 @@ async def register_device(user_id: str, body: DeviceRegister, request: Request,
     rotates it in place; registering re-enables a device the provider had disabled."""
     app_id, uid = user_scope(caller, user_id)
     container = services(request)
+    if "webhook" in (body.platform, body.provider):
+        if not isinstance(body.token, str) or not body.token.startswith(("https://", "http://")):
+            raise ValidationFailed.on("token", "a webhook device's token is the URL to POST to")
+        problem = await check_public_url(body.token, container.settings.allow_private_webhooks)
+        if problem:
+            raise ValidationFailed.on("token", problem)
     started = await begin(request, caller)
     if isinstance(started, Replay):
         return replay(started)
