@@ -125,6 +125,7 @@ async def container(store: SqlStore, clock: FakeClock, providers: ScriptedFactor
     await c.prepare()
     yield c
     await c.providers.close()
+    await c.event_dispatcher.close()
 
 
 @pytest.fixture

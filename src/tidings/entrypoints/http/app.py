@@ -14,7 +14,7 @@ from ...bootstrap import Container
 from . import errors
 from .auth import RateLimiter
 from .middleware import Metrics, RequestGuard
-from .routes import apps, inbox, notifications, ops, users
+from .routes import apps, callbacks, inbox, notifications, ops, users
 
 
 def create_app(container: Container, *, run_worker: bool = False,
@@ -43,7 +43,7 @@ def create_app(container: Container, *, run_worker: bool = False,
     app.state.metrics_registry = registry
     errors.install(app)
     # The hottest paths first: routes are matched in order.
-    for module in (notifications, inbox, users, apps, ops):
+    for module in (notifications, inbox, users, apps, callbacks, ops):
         app.include_router(module.router)
     app.add_middleware(RequestGuard, max_bytes=container.settings.max_body_bytes)
     app.add_middleware(Metrics, registry=registry)

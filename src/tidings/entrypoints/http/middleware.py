@@ -18,6 +18,10 @@ def _is_json(content_type: bytes) -> bool:
                                            and main.endswith(b"+json"))
 
 
+# Providers post their receipts in their own formats (form-encoded, SNS's text/plain JSON).
+CALLBACKS = "/v1/callbacks/"
+
+
 class RequestGuard:
     """Refuses bodies over the size limit (413) and bodies that are not JSON (415)."""
 
@@ -46,7 +50,8 @@ class RequestGuard:
             response = problem(400, "bad-request", "NUL characters are not allowed in the URL")
             await response(scope, receive, send)
             return
-        if length and content_type and not _is_json(content_type):
+        if (length and content_type and not _is_json(content_type)
+                and not scope["path"].startswith(CALLBACKS)):
             response = problem(415, "unsupported-media-type",
                                "send JSON with `Content-Type: application/json`")
             await response(scope, receive, send)

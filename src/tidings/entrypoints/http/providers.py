@@ -6,13 +6,26 @@ Secrets are write-only: these models only ever validate input; nothing renders t
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from ...domain.webhooks import is_secret
 
 HttpEndpoint = Field(None, pattern=r"^https?://[^\s]+$", max_length=2048)
+
+# SNS topics whose messages the app's receipt callback accepts (SES events, SMS status); when
+# set, a signed message from any other topic is refused.
+TopicArn = Annotated[str, StringConstraints(
+    pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")]
+TopicArns = Field(None, max_length=20)
 
 
 class _Settings(BaseModel):
@@ -68,6 +81,7 @@ class WebPushSettings(_Settings):
 
 
 class SnsSettings(_Settings):
+    receipt_topic_arns: list[TopicArn] | None = TopicArns
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     platform_applications: dict[str, str] = Field(default_factory=dict)
     endpoint_url: str | None = HttpEndpoint
@@ -84,6 +98,7 @@ class SnsSettings(_Settings):
 
 
 class SesSettings(_Settings):
+    receipt_topic_arns: list[TopicArn] | None = TopicArns
     region: str = Field(pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
     from_: str = Field(alias="from", min_length=3, max_length=320)
     endpoint_url: str | None = HttpEndpoint
