@@ -344,3 +344,91 @@ async def test_unread_counts_stay_exact(store):
     async with store.transaction() as tx:
         assert await tx.apps.delete("acme")
     assert await counts("u2") == [0, 0, 0, 0, 0]
+
+
+async def test_a_provider_reference_is_kept_and_options_reach_the_message(store):
+    await seed_app(store)
+    d = device("u1", "tok-u1")
+    message = Message(("push",), title="t", html="<b>t</b>", collapse_key="score",
+                      overrides={"apns": {"headers": {"apns-priority": "5"}}})
+    n = plan_notification(app(), Recipient(user_id="u1", devices=(d,)), message, NOW)
+    async with store.transaction() as tx:
+        await tx.devices.add(d)
+        await tx.notifications.add_many([n])
+    (c,) = await _claim(store, NOW)
+    assert c.message.target_ref is None
+    assert c.message.collapse_key == "score" and c.message.html == "<b>t</b>"
+    assert c.message.overrides == {"apns": {"headers": {"apns-priority": "5"}}}
+    async with store.transaction() as tx:
+        await tx.deliveries.record([_outcome(c, DeliveryStatus.PENDING, NOW, error="503",
+                                             due_at=NOW, device_ref=(d.id, "arn:endpoint/1"))])
+    (c,) = await _claim(store, NOW + timedelta(seconds=1))
+    assert c.message.target_ref == "arn:endpoint/1"
+    async with store.reader() as tx:
+        assert (await tx.devices.get("acme", d.id)).provider_ref == "arn:endpoint/1"
+
+
+async def test_receipts_move_deliveries_of_their_app_only(store):
+    from tidings.domain.receipts import Receipt
+
+    note_id, _ = await _queue_one(store)
+    (c,) = await _claim(store, NOW)
+    async with store.transaction() as tx:
+        await tx.deliveries.record([_outcome(c, DeliveryStatus.SENT, NOW, provider_message_id="m1")])
+    delivered = Receipt("log", "m1", DeliveryStatus.DELIVERED, NOW + timedelta(seconds=5))
+    async with store.transaction() as tx:
+        assert await tx.deliveries.receipt("globex", delivered) is None  # not theirs
+        assert await tx.deliveries.receipt("acme", Receipt("fcm", "m1", DeliveryStatus.DELIVERED,
+                                                            NOW)) is None  # another provider
+        done = await tx.deliveries.receipt("acme", delivered)
+    assert done.changed and done.status == "delivered" and done.notification_id == note_id
+    async with store.reader() as tx:
+        n = await tx.notifications.get("acme", note_id)
+    assert n.status == "sent" and n.deliveries[0].status == "delivered"
+    # A bounce after delivery fails it; a late "delivered" does not undo the failure.
+    async with store.transaction() as tx:
+        failed = await tx.deliveries.receipt("acme", Receipt(
+            "log", "m1", DeliveryStatus.FAILED, NOW, error="bounced"))
+        again = await tx.deliveries.receipt("acme", delivered)
+    assert failed.changed and failed.status == "failed" and failed.error == "bounced"
+    assert not again.changed and again.status == "failed"
+    async with store.reader() as tx:
+        assert (await tx.notifications.get("acme", note_id)).status == "failed"
+
+
+async def test_an_address_is_marked_undeliverable_only_while_it_is_the_users(store):
+    await seed_app(store)
+    async with store.transaction() as tx:
+        await tx.users.upsert(User("acme", "u1", email="a@example.com", created_at=NOW,
+                                   updated_at=NOW))
+        assert not await tx.users.mark_email_undeliverable("acme", "u1", "old@example.com",
+                                                           "bounce", NOW)
+        assert await tx.users.mark_email_undeliverable("acme", "u1", "a@example.com",
+                                                       "bounce: 5.1.1", NOW)
+    async with store.reader() as tx:
+        u = await tx.users.get("acme", "u1")
+    assert u.email_undeliverable_at == NOW and u.email_undeliverable_reason == "bounce: 5.1.1"
+
+
+async def test_the_event_outbox_leases_retries_and_purges(store):
+    from tidings.domain.events import AppEvent, after_attempt
+
+    await seed_app(store)
+    events = [AppEvent(new_id(), "acme", "delivery.sent", {"type": "delivery.sent", "n": i}, NOW)
+              for i in range(3)]
+    async with store.transaction() as tx:
+        await tx.events.add(events)
+        claimed = await tx.events.claim(NOW, 10, 60, "lease-1")
+    assert [e.id for e in claimed] == sorted(e.id for e in events)
+    assert all(e.attempts == 1 for e in claimed)
+    async with store.transaction() as tx:
+        assert await tx.events.claim(NOW, 10, 60, "lease-2") == []  # leased
+        outcomes = [after_attempt(claimed[0], "lease-1", True, None, NOW),
+                    after_attempt(claimed[1], "lease-1", False, "HTTP 500", NOW)]
+        assert await tx.events.record(outcomes) == 2
+    async with store.transaction() as tx:
+        # The third lease expired; the second is due after its 5 s wait.
+        due = await tx.events.claim(NOW + timedelta(seconds=61), 10, 60, "lease-3")
+    assert {e.id for e in due} == {claimed[1].id, claimed[2].id}
+    async with store.transaction() as tx:
+        assert await tx.events.purge(NOW + timedelta(days=1)) == 1  # only the sent one

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
 from tests.conftest import ADMIN, user_token
+
+
+def _pem(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
 
 SERVICE_ACCOUNT = {
     "type": "service_account", "project_id": "acme-prod", "client_email": "fcm@acme-prod.iam.gserviceaccount.com",
-    "private_key": "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+    "private_key": _pem(rsa.generate_private_key(public_exponent=65537, key_size=2048)),
     "token_uri": "https://oauth2.googleapis.com/token",
 }
+EC_KEY = _pem(ec.generate_private_key(ec.SECP256R1()))
 
 
 async def test_app_lifecycle_and_write_only_secrets(client, container):
@@ -45,6 +55,15 @@ async def test_app_validation(client):
         ("ok", {"name": "x", "providers": {"fcm": {"credentials": {"type": "service_account"}}}}),
         ("ok", {"name": "x", "providers": {"apns": {"team_id": "T", "key_id": "K",
                                                      "private_key": "x", "topic": "t"}}}),
+        ("ok", {"name": "x", "providers": {"apns": {
+            "team_id": "ABCDE12345", "key_id": "KEY1234567", "topic": "com.acme",
+            "private_key": SERVICE_ACCOUNT["private_key"]}}}),  # RSA, not the P-256 key APNs signs with
+        ("ok", {"name": "x", "providers": {"fcm": {"credentials": {
+            **SERVICE_ACCOUNT, "private_key": EC_KEY}}}}),  # the wrong kind of key
+        ("ok", {"name": "x", "providers": {"webpush": {"vapid_private_key": "not-a-key",
+                                                        "vapid_subject": "mailto:a@b.c"}}}),
+        ("ok", {"name": "x", "providers": {"sns": {"region": "us-east-1",
+                                                    "platform_applications": {"ios": "arn:nope"}}}}),
         ("ok", {"name": "x", "providers": {"fax": {}}}),
         ("ok", {"name": "x", "webhook": {"url": "ftp://x"}}),
         ("ok", {"name": "x", "defaults": {"timezone": "Mars/Olympus"}}),

@@ -6,8 +6,12 @@ Secrets are write-only: these models only ever validate input; nothing renders t
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -26,6 +30,8 @@ HttpEndpoint = Field(None, pattern=r"^https?://[^\s]+$", max_length=2048)
 TopicArn = Annotated[str, StringConstraints(
     pattern=r"^arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:[A-Za-z0-9_-]{1,256}$")]
 TopicArns = Field(None, max_length=20)
+PLATFORM_APPLICATION_ARN = re.compile(
+    r"arn:aws[a-z-]*:sns:[a-z0-9-]+:\d{12}:app/(GCM|APNS|APNS_SANDBOX|ADM|BAIDU|MPNS|WNS)/[\w.-]{1,256}")
 
 
 class _Settings(BaseModel):
@@ -43,9 +49,7 @@ class ServiceAccount(BaseModel):
     @field_validator("private_key")
     @classmethod
     def _pem(cls, value: str) -> str:
-        if "PRIVATE KEY-----" not in value:
-            raise ValueError("must be the PEM private key of the service account")
-        return value
+        return _private_key(value, rsa.RSAPrivateKey, "the service account's RSA private key")
 
 
 class FcmSettings(_Settings):
@@ -56,6 +60,17 @@ class FcmSettings(_Settings):
     @classmethod
     def _parse(cls, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str) else value
+
+
+def _private_key(value: str, kind: type[Any], what: str) -> str:
+    """The PEM must load, and be the kind of key the provider signs with."""
+    try:
+        key = serialization.load_pem_private_key(value.encode(), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):
+        raise ValueError(f"must be {what} (PEM); this one does not load") from None
+    if not isinstance(key, kind):
+        raise ValueError(f"must be {what}, not a {type(key).__name__.lstrip('_')}")
+    return value
 
 
 class ApnsSettings(_Settings):
@@ -69,15 +84,25 @@ class ApnsSettings(_Settings):
     @field_validator("private_key")
     @classmethod
     def _pem(cls, value: str) -> str:
-        if "PRIVATE KEY-----" not in value:
-            raise ValueError("must be the PEM (.p8) signing key")
-        return value
+        return _private_key(value, ec.EllipticCurvePrivateKey, "the .p8 EC P-256 signing key")
 
 
 class WebPushSettings(_Settings):
     vapid_private_key: str = Field(min_length=1)
     vapid_subject: str = Field(pattern=r"^(mailto:|https://)[^\s]+$")
     endpoint: str | None = HttpEndpoint
+
+    @field_validator("vapid_private_key")
+    @classmethod
+    def _p256(cls, value: str) -> str:
+        from ...adapters.providers.webpush import load_vapid_key
+
+        try:
+            load_vapid_key(value)
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise ValueError("must be a P-256 private key: PEM, or the 32-byte key in "
+                             "base64url") from None
+        return value
 
 
 class SnsSettings(_Settings):
@@ -92,8 +117,9 @@ class SnsSettings(_Settings):
     @classmethod
     def _arns(cls, value: dict[str, str]) -> dict[str, str]:
         for platform, arn in value.items():
-            if not arn.startswith("arn:aws"):
-                raise ValueError(f"{platform}: must be a platform application ARN")
+            if not PLATFORM_APPLICATION_ARN.fullmatch(arn):
+                raise ValueError(f"{platform}: must be a platform application ARN "
+                                 "(arn:aws:sns:<region>:<account>:app/<GCM|APNS|…>/<name>)")
         return value
 
 

@@ -20,6 +20,7 @@ from .schema import (
     idempotency_keys,
     notifications,
     users,
+    webhook_events,
 )
 
 
@@ -49,7 +50,7 @@ class SqlApps:
         await self._c.execute(update(apps).where(apps.c.id == app.id).values(values))
 
     async def delete(self, app_id: str) -> bool:
-        for table in (deliveries, notifications, devices, users, api_keys):
+        for table in (deliveries, notifications, devices, users, api_keys, webhook_events):
             await self._c.execute(delete(table).where(table.c.app_id == app_id))
         await self._c.execute(delete(idempotency_keys).where(idempotency_keys.c.scope == app_id))
         await counters.forget(self._c, app_id)

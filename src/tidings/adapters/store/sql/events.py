@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, delete, insert, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.events import AppEvent, EventOutcome
-from .rows import from_ms, opt_ms, to_ms
+from .rows import execute_many, from_ms, opt_ms, to_ms
 from .schema import webhook_events
 
 e = webhook_events.c
@@ -55,11 +55,10 @@ class SqlEvents:
     async def record(self, outcomes: Sequence[EventOutcome]) -> int:
         if not outcomes:
             return 0
-        result = await self._c.execute(_RECORD, [
+        return await execute_many(self._c, _RECORD, [
             {"b_id": o.event_id, "b_lease": o.lease_id, "b_status": o.status,
              "b_error": o.error, "b_due": opt_ms(o.due_at), "b_at": to_ms(o.at)}
             for o in outcomes])
-        return int(result.rowcount or 0)
 
     async def purge(self, before: datetime) -> int:
         result = await self._c.execute(delete(webhook_events).where(

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ....domain.delivery import Claim, OutboundMessage, Outcome
 from ....domain.notifications import DeliveryStatus, derive_status
 from ....domain.receipts import Receipt, Receipted, next_status
-from .rows import opt_ms, to_ms
+from .rows import execute_many, opt_ms, to_ms
 from .schema import deliveries, devices, notifications
 
 d = deliveries.c
@@ -112,7 +112,7 @@ class SqlQueue:
     async def record(self, outcomes: Sequence[Outcome]) -> int:
         if not outcomes:
             return 0
-        taken = await self._many(_RECORD, [
+        taken = await execute_many(self._c, _RECORD, [
             {"b_id": o.delivery_id, "b_lease": o.lease_id, "b_status": o.status.value,
              "b_error": o.error, "b_mid": o.provider_message_id, "b_due": opt_ms(o.due_at),
              "b_at": to_ms(o.at)} for o in outcomes])
@@ -128,7 +128,7 @@ class SqlQueue:
         statuses: dict[str, list[str]] = defaultdict(list)
         for note_id, status in await self._c.execute(_STATUSES, {"ids": note_ids}):
             statuses[note_id].append(status)
-        await self._many(_STATUS, [
+        await execute_many(self._c, _STATUS, [
             {"b_id": nid, "b_status": derive_status(s).value} for nid, s in statuses.items()])
         return taken
 
@@ -156,12 +156,3 @@ class SqlQueue:
             status = new.value
         return Receipted(delivery_id, note_id, app_id, user_id, channel, receipt.provider,
                          target, status, error, new is not None)
-
-    async def _many(self, statement: Any, rows: list[dict[str, Any]]) -> int:
-        """executemany; straight on the driver where the connection offers it (SQLite)."""
-        plain = getattr(self._c, "executemany_plain", None)
-        if plain is not None:
-            return int(await plain(statement, rows))
-        result = await self._c.execute(statement, rows)
-        return int(result.rowcount) if result.rowcount is not None and result.rowcount >= 0 \
-            else len(rows)

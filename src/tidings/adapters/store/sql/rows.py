@@ -130,3 +130,14 @@ def delivery_values(d: Delivery) -> dict[str, Any]:
         "provider_message_id": d.provider_message_id, "created_at": to_ms(d.created_at),
         "updated_at": to_ms(d.updated_at), "due_at": opt_ms(d.due_at), "lease_id": None,
     }
+
+
+async def execute_many(conn: Any, statement: Any, rows: list[dict[str, Any]]) -> int:
+    """executemany; straight on the driver where the connection offers it (SQLite). Returns
+    the rows touched where the driver says, else how many were given."""
+    plain = getattr(conn, "executemany_plain", None)
+    if plain is not None:
+        return int(await plain(statement, rows))
+    result = await conn.execute(statement, rows)
+    return int(result.rowcount) if result.rowcount is not None and result.rowcount >= 0 \
+        else len(rows)
