@@ -82,6 +82,13 @@ class NotConfigured(TidingsError):
     kind = "not-configured"
 
 
+class Unavailable(TidingsError):
+    """Something this request depends on cannot be reached now; the caller should try again."""
+
+    title = "Unavailable"
+    kind = "unavailable"
+
+
 class StoreConflict(TidingsError):
     """A write lost a race on a uniqueness rule; the service retries or reports it."""
 

@@ -30,6 +30,7 @@ def create_app(container: Container, *, run_worker: bool = False,
             stop.set()
             if worker is not None:
                 await worker
+            await app.state.sns.close()
             if close_container:
                 await container.close()
 
@@ -37,6 +38,7 @@ def create_app(container: Container, *, run_worker: bool = False,
                   description="One notification service for every app: devices, push, SMS, "
                   "e-mail and an in-app inbox per user.")
     app.state.container = container
+    app.state.sns = callbacks.SnsEndpoint()
     app.state.rate_limiter = RateLimiter(container.settings.rate_limit_per_second,
                                          container.settings.rate_limit_burst)
     registry = CollectorRegistry()

@@ -27,6 +27,7 @@ STATUS: list[tuple[type[e.TidingsError], int]] = [
     (e.StoreConflict, 409),
     (e.RateLimited, 429),
     (e.NotConfigured, 503),
+    (e.Unavailable, 503),
 ]
 _TITLES = {400: "Bad request", 401: "Unauthenticated", 403: "Forbidden", 404: "Not found",
            405: "Method not allowed", 406: "Not acceptable", 409: "Conflict",

@@ -5,18 +5,25 @@ proven by the provider's own signature, checked before anything is read from it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
 import aiohttp
-import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ....adapters.providers.twilio_signature import valid_twilio_signature
-from ....adapters.receipts.sns import SnsMessageError, SnsVerifier, confirm_subscription, receipts_from
-from ....domain.errors import BadRequest, Forbidden, NotFound
+from ....adapters.receipts.sns import (
+    SnsCertificateUnavailable,
+    SnsMessageError,
+    SnsVerifier,
+    confirm_subscription,
+    parse_body,
+    receipts_from,
+)
+from ....domain.errors import BadRequest, Forbidden, NotFound, Unavailable
 from ....domain.notifications import DeliveryStatus
 from ....domain.receipts import Receipt
 from ....service.apps import provider_settings
@@ -79,17 +86,23 @@ async def twilio_status(app_id: str, request: Request) -> Response:
     return Response(status_code=204)
 
 
-def _verifier(request: Request) -> SnsVerifier:
-    state = request.app.state
-    verifier: SnsVerifier | None = getattr(state, "sns_verifier", None)
-    if verifier is None:
-        verifier = state.sns_verifier = SnsVerifier()
-    return verifier
+class SnsEndpoint:
+    """What the SNS callback needs beyond the request: the verifier (it caches Amazon's signing
+    certificates) and how to visit a SubscribeURL. One per app instance, closed with it."""
+
+    def __init__(self, verifier: SnsVerifier | None = None,
+                 get: Callable[[str], Awaitable[int]] | None = None) -> None:
+        self.verifier = verifier or SnsVerifier()
+        self.get = get or _visit
+
+    async def close(self) -> None:
+        await self.verifier.close()
 
 
-async def _get(url: str) -> int:
+async def _visit(url: str) -> int:
     timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as resp:
+    async with aiohttp.ClientSession(timeout=timeout) as session, \
+            session.get(url, allow_redirects=False) as resp:
         return resp.status
 
 
@@ -103,14 +116,16 @@ async def sns_notification(app_id: str, request: Request) -> Response:
     settings = provider_settings(app, container.box) if app else {}
     if "ses" not in settings and "sns" not in settings:
         raise NotFound("no such callback")
+    endpoint: SnsEndpoint = request.app.state.sns
     try:
-        doc = orjson.loads(await _body(request))
-    except orjson.JSONDecodeError:
-        raise BadRequest("the body must be an Amazon SNS message (JSON)") from None
-    if not isinstance(doc, dict):
-        raise BadRequest("the body must be an Amazon SNS message (a JSON object)")
+        doc = parse_body(await _body(request))
+    except SnsMessageError as exc:
+        raise BadRequest(f"the body must be an Amazon SNS message: {exc}") from None
     try:
-        await _verifier(request).verify(doc)
+        await endpoint.verifier.verify(doc)
+    except SnsCertificateUnavailable as exc:
+        # Amazon's certificate could not be read now: 503 makes SNS deliver the message again.
+        raise Unavailable(f"cannot verify the message yet: {exc}") from None
     except SnsMessageError as exc:
         raise Forbidden(f"not a verifiable Amazon SNS message: {exc}") from None
     allowed = {arn for name in ("ses", "sns")
@@ -119,7 +134,10 @@ async def sns_notification(app_id: str, request: Request) -> Response:
         raise Forbidden("messages from this topic are not accepted for this app")
     kind = doc.get("Type")
     if kind == "SubscriptionConfirmation":
-        await confirm_subscription(doc, request.app.state.__dict__.get("sns_get") or _get)
+        try:
+            await confirm_subscription(doc, endpoint.get)
+        except SnsMessageError as exc:
+            raise BadRequest(f"the subscription could not be confirmed: {exc}") from None
         log.info("confirmed the SNS subscription of app %s to %s", app_id, doc.get("TopicArn"))
     elif kind == "Notification":
         try:
