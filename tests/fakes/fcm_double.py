@@ -25,6 +25,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from tests.fakes.loopback import AiohttpDouble, take, truncated
+
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 FCM_SCOPES = {"https://www.googleapis.com/auth/firebase.messaging",
               "https://www.googleapis.com/auth/cloud-platform"}
@@ -117,11 +119,12 @@ def _bad(message: str, where: str | None = None) -> Answer:
     return Answer(400, fcm_error(400, "INVALID_ARGUMENT", message, "INVALID_ARGUMENT", where))
 
 
-class FcmDouble:
+class FcmDouble(AiohttpDouble):
     """`async with FcmDouble() as fcm:` then `fcm.service_account()` for credentials that
     point at it; `fcm.fail(token, "unregistered")` scripts a device's answer."""
 
     def __init__(self, *, expires_in: int = 3600) -> None:
+        super().__init__()
         self.expires_in = expires_in
         self.accounts: dict[str, Account] = {}
         self.issued: dict[str, Issued] = {}
@@ -134,42 +137,28 @@ class FcmDouble:
         self.token_failure: str | None = None
         self.delay = 0.0  # every send waits this long first, so concurrency can be seen
         self.token_delay = 0.0  # the token endpoint waits this long before it answers
-        self.peers: set[tuple[str, int]] = set()  # client sockets seen by messages:send
         self.slow_seconds = 5.0
-        self.in_flight = 0
-        self.max_in_flight = 0
         self._ids = itertools.count(1)
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._release = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.url = ""
 
     # -- life cycle ---------------------------------------------------------------------------
 
-    async def start(self) -> FcmDouble:
+    def application(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/token", self._token)
         app.router.add_post("/v1/projects/{project}/messages:send", self._send)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.url = f"http://127.0.0.1:{port}"
-        return self
+        return app
 
     async def close(self) -> None:
         self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> FcmDouble:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await super().close()
 
     # -- set-up -------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.base_url
 
     @property
     def token_uri(self) -> str:
@@ -270,17 +259,10 @@ class FcmDouble:
 
     async def _send(self, request: web.Request) -> web.StreamResponse:
         self.send_requests += 1
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        peer = request.transport.get_extra_info("peername") if request.transport else None
-        if peer:
-            self.peers.add(tuple(peer[:2]))
-        try:
+        with self.serving(request):
             if self.delay:
                 await asyncio.sleep(self.delay)
             return await self._answer(request)
-        finally:
-            self.in_flight -= 1
 
     async def _answer(self, request: web.Request) -> web.StreamResponse:
         project = request.match_info["project"]
@@ -315,7 +297,7 @@ class FcmDouble:
             return self._json(problem)
         message = body["message"]
         token = message.get("token")
-        script = self._next_script(token) if token else None
+        script = take(self.scripts.get(token)) if token else None
         if script is not None:
             answer = await self._scripted(request, script, bearer[7:])
             if answer is not None:
@@ -326,17 +308,6 @@ class FcmDouble:
                 waiter.set_result(None)
         name = f"projects/{project}/messages/0:{next(self._ids)}%{secrets.token_hex(8)}"
         return self._json(Answer(200, {"name": name}))
-
-    def _next_script(self, token: str) -> Script | None:
-        queue = self.scripts.get(token)
-        if not queue:
-            return None
-        script = queue[0]
-        if script.times is not None:
-            script.times -= 1
-            if script.times <= 0:
-                queue.pop(0)
-        return script
 
     async def _scripted(self, request: web.Request, script: Script,
                         access_token: str) -> web.StreamResponse | None:
@@ -370,13 +341,7 @@ class FcmDouble:
                 return web.Response(status=script.status or 502, text="<html><body>Bad Gateway</body></html>",
                                     content_type="text/html")
             case "truncated":
-                resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-                resp.content_length = 200
-                await resp.prepare(request)
-                await resp.write(b'{"name": "projects/')
-                if request.transport is not None:
-                    request.transport.close()
-                return resp
+                return await truncated(request, "application/json", b'{"name": "projects/')
             case "slow":
                 await self._wait(self.slow_seconds)
                 return None

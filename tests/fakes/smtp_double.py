@@ -5,91 +5,22 @@ aiosmtpd's threaded `Controller` cannot listen on port 0 (its readiness probe co
 configured port), so the double starts aiosmtpd's `SMTP` protocol with `loop.create_server`.
 It keeps every accepted envelope with its parsed message, counts connections and logins, and
 answers what a test scripts for a recipient: a 550 or 451 at RCPT, a 452 at DATA, or a dropped
-connection.
+connection. TLS uses the certificate of `tests.fakes.tls`, which clients must trust explicitly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import ipaddress
-import ssl
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
 from email.message import EmailMessage
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-# --- a throw-away certificate authority --------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LoopbackPki:
-    """A CA and a server certificate for 127.0.0.1 and localhost, all PEM."""
-
-    ca_pem: bytes
-    cert_pem: bytes
-    key_pem: bytes
-
-    def client_context(self) -> ssl.SSLContext:
-        """What a client that trusts this CA (and nothing else) uses."""
-        return ssl.create_default_context(cadata=self.ca_pem.decode())
-
-    def server_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        with tempfile.TemporaryDirectory() as tmp:
-            cert, key = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
-            cert.write_bytes(self.cert_pem)
-            key.write_bytes(self.key_pem)
-            ctx.load_cert_chain(cert, key)
-        return ctx
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-@cache
-def loopback_pki() -> LoopbackPki:
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(_name("Tidings Test CA"))
-          .issuer_name(_name("Tidings Test CA")).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False,
-                                       data_encipherment=False, key_agreement=False,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (x509.CertificateBuilder().subject_name(_name("localhost")).issuer_name(ca.subject)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]),
-                           critical=False)
-            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                           critical=False)
-            .sign(ca_key, hashes.SHA256()))
-    return LoopbackPki(
-        ca_pem=ca.public_bytes(serialization.Encoding.PEM),
-        cert_pem=cert.public_bytes(serialization.Encoding.PEM),
-        key_pem=key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
+from tests.fakes.loopback import Loopback, take
+from tests.fakes.tls import loopback_tls
 
 
 def _abort(server: SMTP) -> None:
@@ -150,7 +81,7 @@ class _Protocol(SMTP):
 
 
 @dataclass
-class SmtpDouble:
+class SmtpDouble(Loopback):
     """`credentials` makes AUTH mandatory; `starttls` offers STARTTLS and requires it before
     MAIL; `implicit_tls` serves TLS from the first byte (SMTPS, port 465 style)."""
 
@@ -169,11 +100,11 @@ class SmtpDouble:
     port: int = 0
 
     async def start(self) -> SmtpDouble:
-        pki = loopback_pki()
+        tls = loopback_tls()
         kwargs: dict[str, Any] = {"hostname": self.hostname, "enable_SMTPUTF8": True,
                                   "decode_data": False}
         if self.starttls:
-            kwargs.update(tls_context=pki.server_context(), require_starttls=True)
+            kwargs.update(tls_context=tls.server_context(alpn=()), require_starttls=True)
         if self.credentials is not None:
             kwargs.update(auth_required=True, authenticator=self._authenticate,
                           # AUTH in the clear is refused where STARTTLS is on offer, as
@@ -182,7 +113,7 @@ class SmtpDouble:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: _Protocol(self, self, **kwargs), "127.0.0.1", 0,
-            ssl=pki.server_context() if self.implicit_tls else None)
+            ssl=tls.server_context(alpn=()) if self.implicit_tls else None)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -192,12 +123,6 @@ class SmtpDouble:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-
-    async def __aenter__(self) -> SmtpDouble:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     # --- what the tests use ------------------------------------------------------------------
 
@@ -243,20 +168,9 @@ class SmtpDouble:
         self.failed_logins += 1
         return AuthResult(success=False, handled=False)
 
-    def _next(self, rcpt: str, at: str) -> str | None:
-        scripts = self._scripts.get(rcpt.lower(), [])
-        for script in scripts:
-            if script.at != at:
-                continue
-            if script.times is not None:
-                script.times -= 1
-                if script.times <= 0:
-                    scripts.remove(script)
-            return script.answer.format(rcpt=rcpt)
-        return None
-
     async def _answer(self, server: SMTP, rcpt: str, at: str) -> str | None:
-        answer = self._next(rcpt, at)
+        script = take(self._scripts.get(rcpt.lower()), lambda s: s.at == at)
+        answer = None if script is None else script.answer.format(rcpt=rcpt)
         if answer == DROP:
             _abort(server)
             return "421 4.4.2 closing"  # never reaches the client: the connection is gone

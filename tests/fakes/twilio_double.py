@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.loopback import AiohttpDouble, take
 from tidings.adapters.providers.twilio_signature import twilio_signature
 
 API_VERSION = "2010-04-01"
@@ -72,51 +73,30 @@ class _Script:
     times: int | None
 
 
-class TwilioDouble:
+class TwilioDouble(AiohttpDouble):
     def __init__(self, account_sid: str | None = None, auth_token: str | None = None, *,
                  deliver: Any = None) -> None:
         """`deliver` carries status callbacks: an httpx-style client (its `post` is called) or an
         async callable `(url, form, headers)`; by default they are POSTed with aiohttp."""
+        super().__init__()
         self.account_sid = account_sid or new_account_sid()
         self.auth_token = auth_token or secrets.token_hex(16)
         self.deliver = deliver
         self.messages: dict[str, Message] = {}
         self.requests: list[dict[str, Any]] = []  # every create request: headers and form
         self._scripts: dict[str, list[_Script]] = {}
-        self._runner: web.AppRunner | None = None
-        self.port = 0
 
-    async def start(self) -> TwilioDouble:
+    def application(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/2010-04-01/Accounts/{account}/Messages.json", self._create)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> TwilioDouble:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        return app
 
     # --- what the tests use ------------------------------------------------------------------
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def settings(self, sender: str = "+15005550006", **extra: Any) -> dict[str, Any]:
         """The app's `twilio` provider settings for this double."""
         return {"account_sid": self.account_sid, "auth_token": self.auth_token, "from": sender,
-                "endpoint": self.endpoint, **extra}
+                "endpoint": self.base_url, **extra}
 
     def script(self, to: str, answer: Answer, *, times: int | None = None) -> None:
         """Answer `answer` to messages for `to`, `times` times (None: until told otherwise)."""
@@ -186,9 +166,9 @@ class TwilioDouble:
         form = {k: str(v) for k, v in posted.items()}
         self.requests.append({"headers": dict(request.headers), "form": form})
         to = form.get("To", "")
-        scripted = self._next(to)
+        scripted = take(self._scripts.get(to))
         if scripted is not None:
-            return self._respond(scripted, form)
+            return self._respond(scripted.answer, form)
         problem = self._check(form)
         if problem is not None:
             return self._respond(problem, form)
@@ -209,17 +189,6 @@ class TwilioDouble:
         }
         self.messages[sid] = Message(sid, form, resource)
         return web.json_response(resource, status=201)
-
-    def _next(self, to: str) -> Answer | None:
-        scripts = self._scripts.get(to, [])
-        if not scripts:
-            return None
-        script = scripts[0]
-        if script.times is not None:
-            script.times -= 1
-            if script.times <= 0:
-                scripts.pop(0)
-        return script.answer
 
     @staticmethod
     def _check(form: dict[str, str]) -> Answer | None:

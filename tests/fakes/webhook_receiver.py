@@ -23,6 +23,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from tests.fakes.loopback import AiohttpDouble, garbage, take, truncated
 from tidings.domain.webhooks import new_secret
 
 TOLERANCE = 300
@@ -79,44 +80,27 @@ def check_signature(secret: str, headers: dict[str, str], body: bytes, now: floa
     return "no valid v1 signature"
 
 
-class WebhookReceiver:
+class WebhookReceiver(AiohttpDouble):
     """`async with WebhookReceiver() as hook:` then POST to `hook.url("/path")`, signed with
     `hook.secret`; `hook.answer("/path", "gone")` scripts that path's answers."""
 
     def __init__(self, secret: str | None = None, *, slow_seconds: float = 30.0) -> None:
+        super().__init__()
         self.secret = secret or new_secret()
         self.slow_seconds = slow_seconds
         self.received: list[Received] = []
         self.rejected: list[Rejected] = []
         self.scripts: dict[str, list[Script]] = {}
-        self.base_url = ""
-        self.peers: set[tuple[str, int]] = set()  # client addresses: one per connection
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self._runner: web.AppRunner | None = None
         self._release = asyncio.Event()
 
-    async def start(self) -> WebhookReceiver:
+    def application(self) -> web.Application:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        self.base_url = f"http://127.0.0.1:{port}"
-        return self
+        return app
 
     async def close(self) -> None:
         self._release.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-
-    async def __aenter__(self) -> WebhookReceiver:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+        await super().close()
 
     def url(self, path: str = "/hook") -> str:
         return self.base_url + path
@@ -133,26 +117,9 @@ class WebhookReceiver:
     def at(self, path: str) -> list[Received]:
         return [r for r in self.received if r.path == path]
 
-    def _next(self, path: str) -> Script | None:
-        queue = self.scripts.get(path)
-        if not queue:
-            return None
-        script = queue[0]
-        if script.times is not None:
-            script.times -= 1
-            if script.times <= 0:
-                queue.pop(0)
-        return script
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.transport is not None:
-            self.peers.add(request.transport.get_extra_info("peername")[:2])
-        self.in_flight += 1
-        self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        try:
+        with self.serving(request):
             return await self._check(request)
-        finally:
-            self.in_flight -= 1
 
     async def _check(self, request: web.Request) -> web.StreamResponse:
         headers = {k.lower(): v for k, v in request.headers.items()}
@@ -177,7 +144,7 @@ class WebhookReceiver:
                 or not isinstance(doc.get("timestamp"), str) or not isinstance(doc.get("data"), dict)):
             return reject("body is not a {type, timestamp, data} envelope", 400)
         self.received.append(Received(request.path, headers, body, doc))
-        script = self._next(request.path)
+        script = take(self.scripts.get(request.path))
         return await self._scripted(request, script) if script else web.Response(status=200, text="ok")
 
     async def _scripted(self, request: web.Request, script: Script) -> web.StreamResponse:
@@ -208,17 +175,7 @@ class WebhookReceiver:
                     await asyncio.wait_for(self._release.wait(), self.slow_seconds)
                 return web.Response(status=200, text="late")
             case "garbage":
-                # Not HTTP at all: the sender cannot read a status.
-                if request.transport is not None:
-                    request.transport.write(b"\x00\x01garbage that is not HTTP\r\n\r\n")
-                    request.transport.close()
-                return web.Response(status=200)
+                return garbage(request, b"\x00\x01garbage that is not HTTP\r\n\r\n", status=200)
             case "truncated":
-                resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
-                resp.content_length = 200
-                await resp.prepare(request)
-                await resp.write(b"cut sho")
-                if request.transport is not None:
-                    request.transport.close()
-                return resp
+                return await truncated(request, "text/plain", b"cut sho")
         raise AssertionError(script.kind)

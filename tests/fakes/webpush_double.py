@@ -9,35 +9,32 @@ the aes128gcm body with the subscription's private key and auth secret, using we
 answer an error instead: `sub.answer(410)`, `sub.answer(429, headers={"Retry-After": "120"})`,
 `sub.answer_garbage()`, `sub.answer_slowly(seconds)`.
 
-Served over TLS with a throwaway CA (`service.client_ssl()` trusts it), since subscription
-endpoints are https URLs.
+Served over TLS with the test CA of `tests.fakes.tls` (`service.client_ssl()` trusts it), since
+subscription endpoints are https URLs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import datetime as dt
-import ipaddress
 import json
 import re
 import ssl
-import tempfile
 import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import http_ece
 import jwt
 from aiohttp import web
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from cryptography.x509.oid import NameOID
+
+from tests.fakes.loopback import AiohttpDouble, garbage
+from tests.fakes.tls import loopback_tls
 
 MAX_BODY = 4096
 TOPIC = re.compile(r"[A-Za-z0-9_-]{1,32}")
@@ -150,43 +147,6 @@ class BrowserSubscription:
         self.replies.append(Reply(delay=seconds))
 
 
-# --- TLS ------------------------------------------------------------------------------------
-class ThrowawayCA:
-    def __init__(self) -> None:
-        now = dt.datetime.now(dt.UTC)
-        self.key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test push CA")])
-        self.cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                     .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(hours=1))
-                     .not_valid_after(now + dt.timedelta(days=1))
-                     .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-                     .sign(self.key, hashes.SHA256()))
-        self.leaf_key = ec.generate_private_key(ec.SECP256R1())
-        self.leaf = (x509.CertificateBuilder()
-                     .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-                     .issuer_name(name).public_key(self.leaf_key.public_key())
-                     .serial_number(x509.random_serial_number())
-                     .not_valid_before(now - dt.timedelta(hours=1))
-                     .not_valid_after(now + dt.timedelta(days=1))
-                     .add_extension(x509.SubjectAlternativeName([
-                         x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                         critical=False)
-                     .sign(self.key, hashes.SHA256()))
-
-    def client_context(self) -> ssl.SSLContext:
-        return ssl.create_default_context(cadata=self.cert.public_bytes(Encoding.PEM).decode())
-
-    def server_context(self, folder: Path) -> ssl.SSLContext:
-        cert, key = folder / "cert.pem", folder / "key.pem"
-        cert.write_bytes(self.leaf.public_bytes(Encoding.PEM))
-        key.write_bytes(self.leaf_key.private_bytes(Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                    serialization.NoEncryption()))
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-        return context
-
-
 # --- the push service -----------------------------------------------------------------------
 class Refused(Exception):
     def __init__(self, status: int, reason: str) -> None:
@@ -195,37 +155,22 @@ class Refused(Exception):
         self.reason = reason
 
 
-class PushService:
+class PushService(AiohttpDouble):
     def __init__(self) -> None:
-        self.ca = ThrowawayCA()
+        super().__init__()
+        self.server_ssl = loopback_tls().server_context(alpn=())
         self.subscriptions: dict[str, BrowserSubscription] = {}
         self.errors: list[str] = []  # every request refused by a check, with the reason
         self.requests = 0
-        self.connections: set[Any] = set()  # client (address, port) pairs seen: one per connection
-        self.port = 0
-        self._runner: web.AppRunner | None = None
-        self._folder: tempfile.TemporaryDirectory[str] | None = None
 
-    async def start(self) -> PushService:
+    def application(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024)
         app.router.add_post("/push/{id}", self._push)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        self._folder = tempfile.TemporaryDirectory()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0,
-                           ssl_context=self.ca.server_context(Path(self._folder.name)))
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        return self
+        return app
 
-    async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._folder is not None:
-            self._folder.cleanup()
-
-    def client_ssl(self) -> ssl.SSLContext:
-        return self.ca.client_context()
+    @staticmethod
+    def client_ssl() -> ssl.SSLContext:
+        return loopback_tls().client_context()
 
     @property
     def origins(self) -> list[str]:
@@ -243,8 +188,10 @@ class PushService:
 
     async def _push(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
-        if request.transport is not None:
-            self.connections.add(request.transport.get_extra_info("peername"))
+        with self.serving(request):
+            return await self._answer(request)
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         sub = self.subscriptions.get(request.match_info["id"])
         if sub is None:
@@ -265,10 +212,7 @@ class PushService:
             return web.json_response({"reason": refused.reason}, status=refused.status)
         reply = sub.replies.popleft() if sub.replies else Reply()
         if reply.garbage:
-            assert request.transport is not None
-            request.transport.write(b"HTTP/1.1 2O1 Gr\x00eat\r\n\xff\xfe\r\n")
-            request.transport.close()
-            return web.Response()
+            return garbage(request, b"HTTP/1.1 2O1 Gr\x00eat\r\n\xff\xfe\r\n")
         if reply.delay:
             await asyncio.sleep(reply.delay)
         if reply.status not in (200, 201, 202):

@@ -12,8 +12,15 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.conftest import drain
+from tests.conftest import ADMIN
 from tests.fakes.fcm_double import FcmDouble, generate_private_key, make_service_account
+from tests.integration.providers.conftest import (
+    assert_due_after,
+    delivery,
+    device_of,
+    notify_and_deliver,
+    register_device,
+)
 from tidings.adapters.providers.fcm import FcmProvider
 from tidings.adapters.providers.google_auth import FIREBASE_MESSAGING_SCOPE, ServiceAccountTokens
 from tidings.adapters.providers.options import ProviderOptions
@@ -44,18 +51,12 @@ def account(fcm: FcmDouble) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def make(fcm: FcmDouble, account: dict[str, Any]) -> AsyncIterator[Any]:
-    built: list[FcmProvider] = []
-
+def make(fcm: FcmDouble, account: dict[str, Any], closing: Any) -> Any:
     def build(options: ProviderOptions = OPTIONS, **kwargs: Any) -> FcmProvider:
         config = {"credentials": kwargs.pop("credentials", account), "endpoint": fcm.url}
-        provider = FcmProvider(config, options, **kwargs)
-        built.append(provider)
-        return provider
+        return closing(FcmProvider(config, options, **kwargs))
 
-    yield build
-    for provider in built:
-        await provider.close()
+    return build
 
 
 @pytest.fixture
@@ -320,54 +321,18 @@ async def test_close_releases_the_pool_and_a_later_send_reopens_it(provider, fcm
 
 # -- end to end: HTTP API, worker, store ------------------------------------------------------
 
-@pytest.fixture
-def providers(real_providers):
-    return real_providers
-
-
 async def configure(client, fcm: FcmDouble, account: dict[str, Any]) -> None:
-    from tests.conftest import ADMIN
     body = {"name": "Acme", "providers": {"fcm": {"credentials": account, "endpoint": fcm.url}},
             "routing": {"push": {"android": "fcm"}}}
     r = await client.put("/v1/apps/acme", json=body, headers=ADMIN)
     assert r.status_code == 200, r.text
 
 
-async def pair(client, app, token: str, user: str = "u1") -> dict[str, Any]:
-    r = await client.post(f"/v1/users/{user}/devices", json={"platform": "android", "token": token},
-                          headers=app["headers"])
-    assert r.status_code in (200, 201), r.text
-    return r.json()
-
-
-async def notify(client, app, **body: Any) -> dict[str, Any]:
-    payload = {"to": {"user_id": "u1"}, "channels": ["push"], "title": "Invoice", "body": "Due"}
-    payload.update(body)
-    r = await client.post("/v1/notifications", json=payload, headers=app["headers"])
-    assert r.status_code == 202, r.text
-    (item,) = r.json()["items"]
-    return item
-
-
-async def delivery(client, app, notification_id: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/notifications/{notification_id}", headers=app["headers"])
-    assert r.status_code == 200, r.text
-    (d,) = r.json()["deliveries"]
-    return d
-
-
-async def device_of(client, app, device_id: str, user: str = "u1") -> dict[str, Any]:
-    r = await client.get(f"/v1/users/{user}/devices", headers=app["headers"])
-    assert r.status_code == 200, r.text
-    return next(d for d in r.json()["items"] if d["id"] == device_id)
-
-
 async def test_e2e_a_push_is_sent_through_fcm(client, acme, container, fcm, account):
     await configure(client, fcm, account)
-    device = await pair(client, acme, "fcm-token-1")
-    n = await notify(client, acme, data={"invoice": 42, "paid": False}, priority="high", ttl=600)
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    device = await register_device(client, acme, "android", "fcm-token-1")
+    _, d = await notify_and_deliver(client, container, acme, data={"invoice": 42, "paid": False},
+                                    priority="high", ttl=600)
     (received,) = fcm.received
     assert d["status"] == "sent" and d["provider"] == "fcm" and d["target"] == device["id"]
     assert d["provider_message_id"].startswith("projects/tidings-test/messages/")
@@ -380,27 +345,20 @@ async def test_e2e_a_push_is_sent_through_fcm(client, acme, container, fcm, acco
 
 async def test_e2e_an_unregistered_token_disables_the_device(client, acme, container, fcm, account):
     await configure(client, fcm, account)
-    device = await pair(client, acme, "gone-token")
+    device = await register_device(client, acme, "android", "gone-token")
     fcm.fail("gone-token", "unregistered")
-    n = await notify(client, acme)
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    _, d = await notify_and_deliver(client, container, acme)
     assert d["status"] == "failed" and "UNREGISTERED" in d["error"]
     assert (await device_of(client, acme, device["id"]))["enabled"] is False
 
 
 async def test_e2e_quota_exceeded_waits_for_retry_after(client, acme, container, fcm, account, clock):
     await configure(client, fcm, account)
-    await pair(client, acme, "busy-token")
+    await register_device(client, acme, "android", "busy-token")
     fcm.fail("busy-token", "quota", times=1, retry_after="120")
-    n = await notify(client, acme)
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    n, d = await notify_and_deliver(client, container, acme)
     assert (d["status"], d["attempts"]) == ("pending", 1) and "QUOTA_EXCEEDED" in d["error"]
-    clock.advance(119)
-    assert await container.dispatcher.run_once() == 0
-    clock.advance(1)
-    assert await container.dispatcher.run_once() == 1
+    await assert_due_after(container, clock, 120)
     d = await delivery(client, acme, n["id"])
     assert (d["status"], d["attempts"]) == ("sent", 2)
     assert d["provider_message_id"].startswith("projects/tidings-test/messages/")
@@ -408,10 +366,8 @@ async def test_e2e_quota_exceeded_waits_for_retry_after(client, acme, container,
 
 async def test_e2e_an_invalid_payload_fails_and_keeps_the_device(client, acme, container, fcm, account):
     await configure(client, fcm, account)
-    device = await pair(client, acme, "fine-token")
+    device = await register_device(client, acme, "android", "fine-token")
     fcm.fail("fine-token", "invalid_argument")
-    n = await notify(client, acme)
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    _, d = await notify_and_deliver(client, container, acme)
     assert d["status"] == "failed" and "INVALID_ARGUMENT" in d["error"]
     assert (await device_of(client, acme, device["id"]))["enabled"] is True

@@ -12,24 +12,20 @@ from typing import Any
 import pytest
 
 from tests.conftest import create_app_with_key, drain
-from tests.fakes.smtp_double import DATA_452, DEFER_451, DROP, REFUSE_550, SmtpDouble, loopback_pki
+from tests.fakes.smtp_double import DATA_452, DEFER_451, DROP, REFUSE_550, SmtpDouble
+from tests.fakes.tls import loopback_tls
+from tests.integration.providers.conftest import delivery, notify
 from tidings.adapters.providers.options import ProviderOptions
 from tidings.adapters.providers.smtp import POOL_CAP, SmtpProvider
 from tidings.domain.delivery import Failed, OutboundMessage, Retry, Sent
 
 ADA = "ada@example.com"
-OPTIONS = ProviderOptions(timeout=3.0, max_concurrency=16, ssl_context=loopback_pki().client_context())
+OPTIONS = ProviderOptions(timeout=3.0, max_concurrency=16, ssl_context=loopback_tls().client_context())
 
 
 @pytest.fixture
-def provider_options() -> ProviderOptions:
-    return ProviderOptions(timeout=3.0, max_concurrency=16, allow_private_webhooks=True,
-                           public_url="http://tidings.test", ssl_context=loopback_pki().client_context())
-
-
-@pytest.fixture
-def providers(real_providers: Any) -> Any:
-    return real_providers
+def provider_options(provider_options: ProviderOptions) -> ProviderOptions:
+    return replace(provider_options, ssl_context=loopback_tls().client_context())
 
 
 @pytest.fixture
@@ -221,31 +217,17 @@ async def test_a_connection_that_keeps_dropping_is_retried(plain: SmtpDouble) ->
 # --- through the HTTP API ------------------------------------------------------------------------
 
 
-async def _send(client: Any, app: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    r = await client.post("/v1/notifications", json=body, headers=app["headers"])
-    assert r.status_code == 202, r.text
-    (notification,) = r.json()["items"]
-    return dict(notification)
-
-
-async def _delivery(client: Any, app: dict[str, Any], notification_id: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/notifications/{notification_id}", headers=app["headers"])
-    assert r.status_code == 200, r.text
-    (delivery,) = r.json()["deliveries"]
-    return dict(delivery)
-
-
 async def test_email_through_the_api(client: Any, container: Any, smtp: SmtpDouble) -> None:
     app = await create_app_with_key(client, "acme", providers={"smtp": smtp.settings()},
                                     routing={"email": "smtp"})
     r = await client.put("/v1/users/u1", json={"email": ADA}, headers=app["headers"])
     assert r.status_code in (200, 201), r.text
-    to_user = await _send(client, app, {"to": {"user_id": "u1"}, "channels": ["email"],
-                                        "title": "Welcome", "body": "Hello Ada"})
-    raw = await _send(client, app, {"to": {"email": "bob@example.com"}, "title": "Hi Bob", "body": "…"})
+    to_user = await notify(client, app, {"to": {"user_id": "u1"}, "channels": ["email"],
+                                         "title": "Welcome", "body": "Hello Ada"})
+    raw = await notify(client, app, {"to": {"email": "bob@example.com"}, "title": "Hi Bob", "body": "…"})
     assert await drain(container) == 2
     for notification, rcpt in ((to_user, ADA), (raw, "bob@example.com")):
-        d = await _delivery(client, app, notification["id"])
+        d = await delivery(client, app, notification["id"])
         assert (d["status"], d["provider"], d["attempts"]) == ("sent", "smtp", 1)
         (received,) = smtp.to(rcpt)
         assert received.message["Message-ID"].strip() == f"<{d['provider_message_id']}>"
@@ -260,11 +242,11 @@ async def test_refused_address_fails_and_deferred_stays_pending(client: Any, con
                                     routing={"email": "smtp"})
     plain.script("gone@example.com", REFUSE_550)
     plain.script("busy@example.com", DEFER_451)
-    gone = await _send(client, app, {"to": {"email": "gone@example.com"}, "title": "x"})
-    busy = await _send(client, app, {"to": {"email": "busy@example.com"}, "title": "x"})
+    gone = await notify(client, app, {"to": {"email": "gone@example.com"}, "title": "x"})
+    busy = await notify(client, app, {"to": {"email": "busy@example.com"}, "title": "x"})
     assert await drain(container) == 2
-    d = await _delivery(client, app, gone["id"])
+    d = await delivery(client, app, gone["id"])
     assert (d["status"], d["attempts"]) == ("failed", 1) and "550" in d["error"]
-    d = await _delivery(client, app, busy["id"])
+    d = await delivery(client, app, busy["id"])
     assert (d["status"], d["attempts"]) == ("pending", 1) and "451" in d["error"]
     assert not plain.received

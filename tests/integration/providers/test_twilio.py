@@ -23,6 +23,7 @@ from tests.fakes.twilio_double import (
     TwilioDouble,
     too_many_requests,
 )
+from tests.integration.providers.conftest import assert_due_after, delivery, notify, notify_and_deliver
 from tidings.adapters.providers.options import ProviderOptions
 from tidings.adapters.providers.twilio import TwilioProvider
 from tidings.adapters.providers.twilio_signature import twilio_signature, valid_twilio_signature
@@ -30,11 +31,6 @@ from tidings.domain.delivery import Failed, OutboundMessage, Retry, Sent
 
 PHONE = "+393331234567"
 OPTIONS = ProviderOptions(timeout=3.0, max_concurrency=8, public_url="https://notify.example.com/")
-
-
-@pytest.fixture
-def providers(real_providers: Any) -> Any:
-    return real_providers
 
 
 @pytest.fixture
@@ -94,12 +90,9 @@ def test_signature_accepts_the_url_with_or_without_its_default_port() -> None:
 # --- the request Twilio receives -----------------------------------------------------------------
 
 
-async def test_message_is_created_with_basic_auth_and_form_fields(twilio: TwilioDouble) -> None:
-    provider = TwilioProvider(twilio.settings(sender="+15005550006"), OPTIONS)
-    try:
-        result = await send_one(provider, sms(ttl=600))
-    finally:
-        await provider.close()
+async def test_message_is_created_with_basic_auth_and_form_fields(twilio: TwilioDouble, closing: Any) -> None:
+    provider = closing(TwilioProvider(twilio.settings(sender="+15005550006"), OPTIONS))
+    result = await send_one(provider, sms(ttl=600))
     assert isinstance(result, Sent) and result.message_id in twilio.messages
     assert result.message_id.startswith("SM") and len(result.message_id) == 34
     message = twilio.message(result.message_id)
@@ -112,28 +105,22 @@ async def test_message_is_created_with_basic_auth_and_form_fields(twilio: Twilio
     assert credentials.decode() == f"{twilio.account_sid}:{twilio.auth_token}"
 
 
-async def test_messaging_service_sid_replaces_from(twilio: TwilioDouble) -> None:
+async def test_messaging_service_sid_replaces_from(twilio: TwilioDouble, closing: Any) -> None:
     service = "MG" + "0123456789abcdef" * 2
-    provider = TwilioProvider(twilio.settings(sender=service), replace(OPTIONS, public_url=None))
-    try:
-        result = await send_one(provider, sms(title=None, body="only a body"))
-    finally:
-        await provider.close()
+    provider = closing(TwilioProvider(twilio.settings(sender=service), replace(OPTIONS, public_url=None)))
+    result = await send_one(provider, sms(title=None, body="only a body"))
     assert isinstance(result, Sent)
     assert twilio.message(result.message_id).form == {
         "To": PHONE, "MessagingServiceSid": service, "Body": "only a body"}
     assert twilio.message(result.message_id).resource["status"] == "accepted"
 
 
-async def test_validity_period_is_clamped_and_the_body_checked(twilio: TwilioDouble) -> None:
-    provider = TwilioProvider(twilio.settings(), OPTIONS)
-    try:
-        results = await provider.send([
-            sms(n=1, ttl=0), sms(n=2, ttl=86_400), sms(n=3, title="Hi", body=None),
-            sms(n=4, title=None, body="x" * 1601), sms(n=5, title=None, body=None),
-            sms(n=6, title=None, body="é" * 1600)])
-    finally:
-        await provider.close()
+async def test_validity_period_is_clamped_and_the_body_checked(twilio: TwilioDouble, closing: Any) -> None:
+    provider = closing(TwilioProvider(twilio.settings(), OPTIONS))
+    results = await provider.send([
+        sms(n=1, ttl=0), sms(n=2, ttl=86_400), sms(n=3, title="Hi", body=None),
+        sms(n=4, title=None, body="x" * 1601), sms(n=5, title=None, body=None),
+        sms(n=6, title=None, body="é" * 1600)])
     first, second, third, too_long, empty, longest = results
     forms = [twilio.message(r.message_id).form for r in (first, second, third, longest)
              if isinstance(r, Sent)]
@@ -144,12 +131,9 @@ async def test_validity_period_is_clamped_and_the_body_checked(twilio: TwilioDou
     assert len(twilio.requests) == 4  # nothing was sent for the two that cannot work
 
 
-async def test_wrong_credentials_are_retried_with_a_reason(twilio: TwilioDouble) -> None:
-    provider = TwilioProvider(twilio.settings(auth_token="not-the-token"), OPTIONS)
-    try:
-        result = await send_one(provider, sms())
-    finally:
-        await provider.close()
+async def test_wrong_credentials_are_retried_with_a_reason(twilio: TwilioDouble, closing: Any) -> None:
+    provider = closing(TwilioProvider(twilio.settings(auth_token="not-the-token"), OPTIONS))
+    result = await send_one(provider, sms())
     assert isinstance(result, Retry)
     assert "20003" in result.reason and "auth_token" in result.reason
     assert not twilio.messages
@@ -157,40 +141,31 @@ async def test_wrong_credentials_are_retried_with_a_reason(twilio: TwilioDouble)
 
 @pytest.mark.parametrize(("answer", "code"), [(INVALID_TO, 21211), (NOT_MOBILE, 21614),
                                               (UNSUBSCRIBED, 21610)])
-async def test_refused_numbers_fail_without_disabling_anything(twilio: TwilioDouble, answer: Any,
-                                                               code: int) -> None:
+async def test_refused_numbers_fail_without_disabling_anything(twilio: TwilioDouble, closing: Any,
+                                                               answer: Any, code: int) -> None:
     twilio.script(PHONE, answer)
-    provider = TwilioProvider(twilio.settings(), OPTIONS)
-    try:
-        result = await send_one(provider, sms())
-    finally:
-        await provider.close()
+    provider = closing(TwilioProvider(twilio.settings(), OPTIONS))
+    result = await send_one(provider, sms())
     assert isinstance(result, Failed)
     assert str(code) in result.reason and "no device to disable" in result.reason
     assert PHONE not in result.reason  # Twilio's text quotes the number; the reason masks it
 
 
-async def test_an_invalid_number_is_refused_by_twilios_own_check(twilio: TwilioDouble) -> None:
-    provider = TwilioProvider(twilio.settings(), OPTIONS)
-    try:
-        result = await send_one(provider, sms(to="3331234567"))
-    finally:
-        await provider.close()
+async def test_an_invalid_number_is_refused_by_twilios_own_check(twilio: TwilioDouble, closing: Any) -> None:
+    provider = closing(TwilioProvider(twilio.settings(), OPTIONS))
+    result = await send_one(provider, sms(to="3331234567"))
     assert isinstance(result, Failed) and "21211" in result.reason
 
 
-async def test_transient_answers_are_retried(twilio: TwilioDouble) -> None:
+async def test_transient_answers_are_retried(twilio: TwilioDouble, closing: Any) -> None:
     numbers = [f"+1415555010{i}" for i in range(5)]
     twilio.script(numbers[0], too_many_requests(retry_after=30))
     twilio.script(numbers[1], too_many_requests())
     twilio.script(numbers[2], SERVER_ERROR)
     twilio.script(numbers[3], UNAVAILABLE)
     twilio.script(numbers[4], GARBAGE)
-    provider = TwilioProvider(twilio.settings(), OPTIONS)
-    try:
-        results = await provider.send([sms(to=n, n=i) for i, n in enumerate(numbers)])
-    finally:
-        await provider.close()
+    provider = closing(TwilioProvider(twilio.settings(), OPTIONS))
+    results = await provider.send([sms(to=n, n=i) for i, n in enumerate(numbers)])
     assert all(isinstance(r, Retry) for r in results), results
     limited, limited_no_header, server_error, unavailable, garbage = results
     assert isinstance(limited, Retry) and limited.after == 30 and "20429" in limited.reason
@@ -200,25 +175,19 @@ async def test_transient_answers_are_retried(twilio: TwilioDouble) -> None:
     assert isinstance(garbage, Retry) and "sid" in garbage.reason
 
 
-async def test_an_unreachable_endpoint_is_retried(twilio: TwilioDouble) -> None:
+async def test_an_unreachable_endpoint_is_retried(twilio: TwilioDouble, closing: Any) -> None:
     settings = twilio.settings()
     await twilio.close()  # nothing listens on that port any more
-    provider = TwilioProvider(settings, replace(OPTIONS, timeout=1.0))
-    try:
-        result = await send_one(provider, sms())
-    finally:
-        await provider.close()
+    provider = closing(TwilioProvider(settings, replace(OPTIONS, timeout=1.0)))
+    result = await send_one(provider, sms())
     assert isinstance(result, Retry)
 
 
-async def test_a_batch_is_sent_concurrently_in_order(twilio: TwilioDouble) -> None:
+async def test_a_batch_is_sent_concurrently_in_order(twilio: TwilioDouble, closing: Any) -> None:
     numbers = [f"+1415555{i:04d}" for i in range(60)]
     twilio.script(numbers[7], INVALID_TO)
-    provider = TwilioProvider(twilio.settings(), OPTIONS)
-    try:
-        results = await provider.send([sms(to=n, n=i) for i, n in enumerate(numbers)])
-    finally:
-        await provider.close()
+    provider = closing(TwilioProvider(twilio.settings(), OPTIONS))
+    results = await provider.send([sms(to=n, n=i) for i, n in enumerate(numbers)])
     for number, result in zip(numbers, results, strict=True):
         if number == numbers[7]:
             assert isinstance(result, Failed)
@@ -229,31 +198,17 @@ async def test_a_batch_is_sent_concurrently_in_order(twilio: TwilioDouble) -> No
 # --- through the HTTP API ------------------------------------------------------------------------
 
 
-async def get_delivery(client: Any, app: dict[str, Any], notification_id: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/notifications/{notification_id}", headers=app["headers"])
-    assert r.status_code == 200, r.text
-    (delivery,) = r.json()["deliveries"]
-    return dict(delivery)
-
-
-async def send(client: Any, app: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-    r = await client.post("/v1/notifications", json=body, headers=app["headers"])
-    assert r.status_code == 202, r.text
-    (notification,) = r.json()["items"]
-    return dict(notification)
-
-
 async def test_sms_and_email_through_the_api(client: Any, container: Any, twilio: TwilioDouble) -> None:
     async with SmtpDouble() as smtp:
         app = await create_app_with_key(
             client, "acme", providers={"smtp": smtp.settings(starttls=False), "twilio": twilio.settings()},
             routing={"email": "smtp", "sms": "twilio"})
-        text = await send(client, app, {"to": {"phone": PHONE}, "title": "Code", "body": "1234"})
-        mail = await send(client, app, {"to": {"email": "ada@example.com"}, "title": "Welcome",
+        text = await notify(client, app, {"to": {"phone": PHONE}, "title": "Code", "body": "1234"})
+        mail = await notify(client, app, {"to": {"email": "ada@example.com"}, "title": "Welcome",
                                         "body": "Hello Ada"})
         assert await drain(container) == 2
-        sms_delivery = await get_delivery(client, app, text["id"])
-        mail_delivery = await get_delivery(client, app, mail["id"])
+        sms_delivery = await delivery(client, app, text["id"])
+        mail_delivery = await delivery(client, app, mail["id"])
     assert (sms_delivery["status"], sms_delivery["provider"]) == ("sent", "twilio")
     assert sms_delivery["provider_message_id"] in twilio.messages
     assert twilio.messages[sms_delivery["provider_message_id"]].form["Body"] == "Code\n1234"
@@ -268,9 +223,7 @@ async def test_a_refused_number_fails_the_delivery(client: Any, container: Any,
     app = await create_app_with_key(client, "acme", providers={"twilio": twilio.settings()},
                                     routing={"sms": "twilio"})
     twilio.script(PHONE, UNSUBSCRIBED)
-    n = await send(client, app, {"to": {"phone": PHONE}, "body": "promo"})
-    await drain(container)
-    d = await get_delivery(client, app, n["id"])
+    _, d = await notify_and_deliver(client, container, app, {"to": {"phone": PHONE}, "body": "promo"})
     assert d["status"] == "failed" and "21610" in d["error"] and d["attempts"] == 1
 
 
@@ -279,15 +232,10 @@ async def test_rate_limit_keeps_the_delivery_pending_until_retry_after(
     app = await create_app_with_key(client, "acme", providers={"twilio": twilio.settings()},
                                     routing={"sms": "twilio"})
     twilio.script(PHONE, too_many_requests(retry_after=120), times=1)
-    n = await send(client, app, {"to": {"phone": PHONE}, "body": "code 1234"})
-    assert await drain(container) == 1
-    d = await get_delivery(client, app, n["id"])
+    n, d = await notify_and_deliver(client, container, app, {"to": {"phone": PHONE}, "body": "code 1234"})
     assert (d["status"], d["attempts"]) == ("pending", 1) and "20429" in d["error"]
-    clock.advance(119)
-    assert await container.dispatcher.run_once() == 0  # not due before Retry-After
-    clock.advance(1)
-    assert await container.dispatcher.run_once() == 1
-    d = await get_delivery(client, app, n["id"])
+    await assert_due_after(container, clock, 120)
+    d = await delivery(client, app, n["id"])
     assert (d["status"], d["attempts"]) == ("sent", 2)
     assert d["provider_message_id"] in twilio.messages
 
@@ -300,13 +248,12 @@ async def test_status_callback_updates_the_delivery(client: Any, container: Any,
     twilio.deliver = client  # Twilio's callback reaches the in-process app
     app = await create_app_with_key(client, "acme", providers={"twilio": twilio.settings()},
                                     routing={"sms": "twilio"})
-    n = await send(client, app, {"to": {"phone": PHONE}, "body": "code 1234"})
-    await drain(container)
-    sid = (await get_delivery(client, app, n["id"]))["provider_message_id"]
+    n, sent = await notify_and_deliver(client, container, app, {"to": {"phone": PHONE}, "body": "code 1234"})
+    sid = sent["provider_message_id"]
     assert twilio.messages[sid].form["StatusCallback"] == "http://tidings.test/v1/callbacks/twilio/acme"
     r = await twilio.send_status_callback(sid, status, error_code=error_code)
     assert r.status_code == 204, r.text
-    d = await get_delivery(client, app, n["id"])
+    d = await delivery(client, app, n["id"])
     assert d["status"] == expected
     if error_code is not None:
         assert str(error_code) in d["error"]
@@ -315,7 +262,7 @@ async def test_status_callback_updates_the_delivery(client: Any, container: Any,
     r = await client.post("/v1/callbacks/twilio/acme", data=forged,
                           headers={"X-Twilio-Signature": twilio_signature("guess", str(r.request.url), forged)})
     assert r.status_code in (401, 403), r.text
-    assert (await get_delivery(client, app, n["id"]))["status"] == expected
+    assert (await delivery(client, app, n["id"]))["status"] == expected
 
 
 async def test_app_settings_reject_a_bad_account_sid(client: Any) -> None:

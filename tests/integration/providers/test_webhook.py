@@ -15,6 +15,14 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 
 from tests.conftest import ADMIN, drain, make_settings
 from tests.fakes.webhook_receiver import WebhookReceiver, check_signature
+from tests.integration.providers.conftest import (
+    assert_due_after,
+    delivery,
+    device_of,
+    notify,
+    notify_and_deliver,
+    register_device,
+)
 from tidings.adapters.providers.http import session
 from tidings.adapters.providers.options import ProviderOptions
 from tidings.adapters.providers.ssrf import (
@@ -160,19 +168,13 @@ async def receiver() -> AsyncIterator[WebhookReceiver]:
 
 
 @pytest.fixture
-async def make(receiver: WebhookReceiver) -> AsyncIterator[Any]:
-    built: list[WebhookProvider] = []
-
+def make(receiver: WebhookReceiver, closing: Any) -> Any:
     def build(options: ProviderOptions = OPTIONS, **config: Any) -> WebhookProvider:
         config.setdefault("url", receiver.url("/app"))
         config.setdefault("secret", receiver.secret)
-        provider = WebhookProvider({k: v for k, v in config.items() if v is not None}, options)
-        built.append(provider)
-        return provider
+        return closing(WebhookProvider({k: v for k, v in config.items() if v is not None}, options))
 
-    yield build
-    for provider in built:
-        await provider.close()
+    return build
 
 
 @pytest.fixture
@@ -360,11 +362,6 @@ async def test_an_empty_batch_sends_nothing(provider, receiver):
 # -- end to end: HTTP API, worker, store ------------------------------------------------------
 
 @pytest.fixture
-def providers(real_providers):
-    return real_providers
-
-
-@pytest.fixture
 def settings():
     # The receiver listens on loopback: the API must let the app save such a URL.
     return make_settings(allow_private_webhooks=True)
@@ -385,41 +382,11 @@ async def configure(client, receiver: WebhookReceiver) -> None:
     assert r.status_code == 200, r.text
 
 
-async def pair(client, app, url: str, user: str = "u1") -> dict[str, Any]:
-    r = await client.post(f"/v1/users/{user}/devices", json={"platform": "webhook", "token": url},
-                          headers=app["headers"])
-    assert r.status_code in (200, 201), r.text
-    return r.json()
-
-
-async def notify(client, app, **body: Any) -> dict[str, Any]:
-    payload = {"to": {"user_id": "u1"}, "channels": ["push"], "title": "Invoice", "body": "Due"}
-    payload.update(body)
-    r = await client.post("/v1/notifications", json=payload, headers=app["headers"])
-    assert r.status_code == 202, r.text
-    (item,) = r.json()["items"]
-    return item
-
-
-async def delivery(client, app, notification_id: str) -> dict[str, Any]:
-    r = await client.get(f"/v1/notifications/{notification_id}", headers=app["headers"])
-    assert r.status_code == 200, r.text
-    (d,) = r.json()["deliveries"]
-    return d
-
-
-async def device_of(client, app, device_id: str, user: str = "u1") -> dict[str, Any]:
-    r = await client.get(f"/v1/users/{user}/devices", headers=app["headers"])
-    assert r.status_code == 200, r.text
-    return next(d for d in r.json()["items"] if d["id"] == device_id)
-
-
 async def test_e2e_a_push_is_posted_to_the_devices_url(client, acme, container, receiver):
     await configure(client, receiver)
-    device = await pair(client, acme, receiver.url("/users/u1/hook"))
-    n = await notify(client, acme, data={"invoice": 42}, category="billing", priority="high")
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    device = await register_device(client, acme, "webhook", receiver.url("/users/u1/hook"))
+    n, d = await notify_and_deliver(client, container, acme, data={"invoice": 42}, category="billing",
+                                    priority="high")
     assert (d["status"], d["provider"], d["target"]) == ("sent", "webhook", device["id"])
     (got,) = receiver.received
     assert receiver.rejected == []
@@ -434,9 +401,7 @@ async def test_e2e_a_push_is_posted_to_the_devices_url(client, acme, container, 
 
 async def test_e2e_an_sms_routed_to_the_webhook_goes_to_the_apps_url(client, acme, container, receiver):
     await configure(client, receiver)
-    r = await client.post("/v1/notifications", headers=acme["headers"],
-                          json={"to": {"phone": "+393331234567"}, "channels": ["sms"], "body": "Code 1234"})
-    assert r.status_code == 202, r.text
+    await notify(client, acme, {"to": {"phone": "+393331234567"}, "channels": ["sms"], "body": "Code 1234"})
     assert await drain(container) == 1
     (got,) = receiver.received
     assert got.path == "/app" and got.json["data"]["to"] == "+393331234567"
@@ -445,27 +410,20 @@ async def test_e2e_an_sms_routed_to_the_webhook_goes_to_the_apps_url(client, acm
 
 async def test_e2e_410_disables_the_device(client, acme, container, receiver):
     await configure(client, receiver)
-    device = await pair(client, acme, receiver.url("/gone"))
+    device = await register_device(client, acme, "webhook", receiver.url("/gone"))
     receiver.answer("/gone", "gone")
-    n = await notify(client, acme)
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    _, d = await notify_and_deliver(client, container, acme)
     assert d["status"] == "failed" and "410" in d["error"]
     assert (await device_of(client, acme, device["id"]))["enabled"] is False
 
 
 async def test_e2e_429_waits_for_retry_after_and_keeps_the_id(client, acme, container, receiver, clock):
     await configure(client, receiver)
-    await pair(client, acme, receiver.url("/busy"))
+    await register_device(client, acme, "webhook", receiver.url("/busy"))
     receiver.answer("/busy", "rate_limited", times=1, retry_after="120")
-    n = await notify(client, acme)
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    n, d = await notify_and_deliver(client, container, acme)
     assert (d["status"], d["attempts"]) == ("pending", 1) and "429" in d["error"]
-    clock.advance(119)
-    assert await container.dispatcher.run_once() == 0
-    clock.advance(1)
-    assert await container.dispatcher.run_once() == 1
+    await assert_due_after(container, clock, 120)
     d = await delivery(client, acme, n["id"])
     assert (d["status"], d["attempts"], d["provider_message_id"]) == ("sent", 2, d["id"])
     first, second = receiver.received
@@ -476,10 +434,8 @@ async def test_e2e_429_waits_for_retry_after_and_keeps_the_id(client, acme, cont
 @pytest.mark.parametrize("provider_options", [False], indirect=True)
 async def test_e2e_a_private_url_is_refused_when_not_allowed(client, acme, container, receiver):
     await configure(client, receiver)
-    device = await pair(client, acme, receiver.url("/internal"))
-    n = await notify(client, acme)
-    assert await drain(container) == 1
-    d = await delivery(client, acme, n["id"])
+    device = await register_device(client, acme, "webhook", receiver.url("/internal"))
+    _, d = await notify_and_deliver(client, container, acme)
     assert (d["status"], d["error"]) == ("failed", "refused: 127.0.0.1 is a private address")
     assert receiver.received == []
     assert (await device_of(client, acme, device["id"]))["enabled"] is True

@@ -12,15 +12,21 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import create_app_with_key, drain
+from tests.conftest import create_app_with_key
+from tests.fakes.tls import loopback_tls
 from tests.fakes.webpush_double import PushService, VapidKeys, b64url, decrypt, unb64url
+from tests.integration.providers.conftest import (
+    assert_due_after,
+    delivery,
+    notify_and_deliver,
+    register_device,
+)
 from tidings.adapters.providers.options import ProviderOptions
+from tidings.adapters.providers.ssrf import PublicOnlyResolver, is_public
 from tidings.adapters.providers.webpush import (
     MAX_PLAINTEXT,
-    PublicAddressResolver,
     WebPushProvider,
     encrypt,
-    is_public,
     load_vapid_key,
     parse_subscription,
     payload,
@@ -44,29 +50,17 @@ def vapid() -> VapidKeys:
 
 
 @pytest.fixture
-def provider_options(push_service: PushService) -> ProviderOptions:
-    return ProviderOptions(timeout=3.0, max_concurrency=16, allow_private_webhooks=True,
-                           ssl_context=push_service.client_ssl(), public_url="http://tidings.test")
+def provider_options(provider_options: ProviderOptions) -> ProviderOptions:
+    return replace(provider_options, ssl_context=loopback_tls().client_context())
 
 
 @pytest.fixture
-def providers(real_providers: Any) -> Any:
-    return real_providers
-
-
-@pytest.fixture
-async def make_provider(provider_options: ProviderOptions, vapid: VapidKeys) -> AsyncIterator[Any]:
-    built: list[WebPushProvider] = []
-
+def make_provider(provider_options: ProviderOptions, vapid: VapidKeys, closing: Any) -> Any:
     def make(key: str | None = None, **options: Any) -> WebPushProvider:
         config = {"vapid_private_key": key or vapid.pem, "vapid_subject": SUBJECT}
-        provider = WebPushProvider(config, replace(provider_options, **options))
-        built.append(provider)
-        return provider
+        return closing(WebPushProvider(config, replace(provider_options, **options)))
 
-    yield make
-    for provider in built:
-        await provider.close()
+    return make
 
 
 @pytest.fixture
@@ -260,7 +254,7 @@ async def test_a_batch_runs_concurrently_over_a_few_kept_alive_connections(make_
     elapsed = time.perf_counter() - started
     assert all(isinstance(r, Sent) for r in results)
     assert elapsed < 40 * 0.1 / 2, elapsed  # sequential would take 4 s
-    assert len(push_service.connections) <= 8
+    assert len(push_service.peers) <= 8
     assert len({r.message_id for r in results}) == 40
 
 
@@ -303,8 +297,6 @@ def test_which_addresses_are_public():
 
 
 async def test_the_resolver_keeps_only_public_addresses():
-    resolver = PublicAddressResolver()
-
     class Inner:
         async def resolve(self, host, port, family):
             return [{"hostname": host, "host": h, "port": port, "family": family, "proto": 0, "flags": 0}
@@ -313,49 +305,28 @@ async def test_the_resolver_keeps_only_public_addresses():
         async def close(self):
             pass
 
-    resolver._inner = Inner()
+    resolver = PublicOnlyResolver(Inner())  # type: ignore[arg-type]
     assert [r["host"] for r in await resolver.resolve("push.example", 443)] == ["93.184.215.14"]
     await resolver.close()
 
 
 # --- end to end through the HTTP API --------------------------------------------------------
+INVOICE = {"title": "Invoice", "body": "is ready", "data": {"invoice": "42"}, "ttl": 3600,
+           "priority": "high"}
+
+
 async def web_app(client, vapid: VapidKeys) -> dict[str, Any]:
     return await create_app_with_key(
         client, "acme", providers={"webpush": {"vapid_private_key": vapid.pem, "vapid_subject": SUBJECT}},
         routing={"push": {"web": "webpush"}})
 
 
-async def register(client, app, sub) -> dict[str, Any]:
-    r = await client.post("/v1/users/u1/devices", json={"platform": "web", "token": sub.json},
-                          headers=app["headers"])
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-async def notify(client, app) -> dict[str, Any]:
-    r = await client.post("/v1/notifications", headers=app["headers"], json={
-        "to": {"user_id": "u1"}, "channels": ["push"], "title": "Invoice", "body": "is ready",
-        "data": {"invoice": "42"}, "ttl": 3600, "priority": "high"})
-    assert r.status_code == 202, r.text
-    (n,) = r.json()["items"]
-    return n
-
-
-async def delivery(client, app, n) -> dict[str, Any]:
-    r = await client.get(f"/v1/notifications/{n['id']}", headers=app["headers"])
-    assert r.status_code == 200, r.text
-    (d,) = r.json()["deliveries"]
-    return d
-
-
 async def test_e2e_sent_through_the_api(client, container, push_service, vapid):
     app = await web_app(client, vapid)
     sub = push_service.subscribe(application_server_key=vapid.public)
-    device = await register(client, app, sub)
+    device = await register_device(client, app, "web", sub.json)
     assert device["provider"] == "webpush"
-    n = await notify(client, app)
-    assert await drain(container) == 1
-    d = await delivery(client, app, n)
+    n, d = await notify_and_deliver(client, container, app, **INVOICE)
     assert (d["status"], d["provider"], d["target"]) == ("sent", "webpush", device["id"])
     (got,) = sub.received
     assert got.payload == {"title": "Invoice", "body": "is ready", "data": {"invoice": "42"},
@@ -368,11 +339,9 @@ async def test_e2e_sent_through_the_api(client, container, push_service, vapid):
 async def test_e2e_gone_subscription_disables_the_device(client, container, push_service, vapid):
     app = await web_app(client, vapid)
     sub = push_service.subscribe()
-    await register(client, app, sub)
+    await register_device(client, app, "web", sub.json)
     sub.answer(410, {"reason": "unsubscribed"})
-    n = await notify(client, app)
-    await drain(container)
-    d = await delivery(client, app, n)
+    _, d = await notify_and_deliver(client, container, app, **INVOICE)
     assert d["status"] == "failed" and "410" in d["error"] and "target invalid" in d["error"]
     r = await client.get("/v1/users/u1/devices", headers=app["headers"])
     (dev,) = r.json()["items"]
@@ -382,17 +351,12 @@ async def test_e2e_gone_subscription_disables_the_device(client, container, push
 async def test_e2e_429_waits_for_retry_after(client, container, push_service, vapid, clock):
     app = await web_app(client, vapid)
     sub = push_service.subscribe()
-    await register(client, app, sub)
+    await register_device(client, app, "web", sub.json)
     sub.answer(429, {"reason": "slow down"}, {"Retry-After": "120"})
-    n = await notify(client, app)
-    await drain(container)
-    d = await delivery(client, app, n)
+    n, d = await notify_and_deliver(client, container, app, **INVOICE)
     assert (d["status"], d["attempts"]) == ("pending", 1) and "429" in d["error"]
-    clock.advance(119)
-    assert await container.dispatcher.run_once() == 0
-    clock.advance(1)
-    assert await drain(container) == 1
-    d = await delivery(client, app, n)
+    await assert_due_after(container, clock, 120)
+    d = await delivery(client, app, n["id"])
     assert (d["status"], d["attempts"]) == ("sent", 2)
     assert len(sub.received) == 1 and sub.requests == 2
 
@@ -400,11 +364,9 @@ async def test_e2e_429_waits_for_retry_after(client, container, push_service, va
 async def test_e2e_413_fails_for_good(client, container, push_service, vapid):
     app = await web_app(client, vapid)
     sub = push_service.subscribe()
-    await register(client, app, sub)
+    await register_device(client, app, "web", sub.json)
     sub.answer(413, {"reason": "too big"})
-    n = await notify(client, app)
-    await drain(container)
-    d = await delivery(client, app, n)
+    _, d = await notify_and_deliver(client, container, app, **INVOICE)
     assert d["status"] == "failed" and "413" in d["error"]
     r = await client.get("/v1/users/u1/devices", headers=app["headers"])
     assert r.json()["items"][0]["enabled"] is True

@@ -12,14 +12,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import aiohttp
 import orjson
 from yarl import URL
 
 from ...domain.delivery import Failed, OutboundMessage, Retry, SendResult, Sent, TargetInvalid
 from .google_auth import FIREBASE_MESSAGING_SCOPE, ServiceAccountTokens, TokenError
-from .http import gather_bounded, retry_after, session
+from .http import LazySession, gather_bounded, retry_after
 from .options import ProviderOptions
+from .overrides import merge
 
 log = logging.getLogger("tidings.provider.fcm")
 
@@ -44,18 +44,6 @@ _PRIORITY: dict[str, tuple[str, str, str]] = {  # android priority, apns-priorit
 
 def _string(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
-
-
-def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """`extra` laid over `base`, nested objects merged key by key; neither is modified."""
-    out = dict(base)
-    for key, value in extra.items():
-        current = out.get(key)
-        if isinstance(value, Mapping) and isinstance(current, Mapping):
-            out[key] = merge(current, value)
-        else:
-            out[key] = value
-    return out
 
 
 def build_message(m: OutboundMessage, now: int) -> dict[str, Any]:
@@ -129,17 +117,14 @@ class FcmProvider:
         endpoint = (config.get("endpoint") or DEFAULT_ENDPOINT).rstrip("/")
         self.url = URL(f"{endpoint}/v1/projects/{self.project_id}/messages:send")
         self.tokens = ServiceAccountTokens(credentials, FIREBASE_MESSAGING_SCOPE, clock=clock)
-        self._options = options
-        self._session: aiohttp.ClientSession | None = None
+        self._session = LazySession(options)
         self._headers: dict[str, str] = {}
         self._headers_for: str | None = None
 
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if not messages:
             return []
-        client = self._session
-        if client is None or client.closed:
-            client = self._session = session(self._options)
+        client = self._session.get()
         try:
             await self.tokens.token(client)
         except TokenError as exc:
@@ -213,6 +198,4 @@ class FcmProvider:
         return Retry(reason, retry_after(after_header))
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()

@@ -1,5 +1,5 @@
-"""Shared by the HTTP providers: one pooled keep-alive aiohttp session per credential, and the
-reading of Retry-After."""
+"""Shared by the HTTP providers: one pooled keep-alive aiohttp session per credential, opened at
+first use; the reading of Retry-After; the mapping of transport failures; bounded concurrency."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import aiohttp
 
 from ...domain.delivery import Retry, SendResult
 from .options import ProviderOptions
+from .ssrf import resolver_for
 
 T = TypeVar("T")
 
@@ -33,6 +34,35 @@ def session(options: ProviderOptions, *, limit: int | None = None,
         connector=connector, timeout=aiohttp.ClientTimeout(total=options.timeout),
         headers={"User-Agent": options.user_agent}, cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False, auto_decompress=True)
+
+
+class LazySession:
+    """A provider instance's one `session`, made at the first `get()` (a provider's constructor
+    stays cheap) and again after `close()`. `public_only` is for URLs that apps or users chose:
+    unless the operator allows private targets, their names resolve to public addresses only."""
+
+    def __init__(self, options: ProviderOptions, *, public_only: bool = False) -> None:
+        self._options = options
+        self._public_only = public_only
+        self._session: aiohttp.ClientSession | None = None
+        self._resolver: aiohttp.abc.AbstractResolver | None = None
+
+    def get(self) -> aiohttp.ClientSession:
+        client = self._session
+        if client is None or client.closed:
+            if self._public_only:
+                # The connector does not close a resolver it was given: close() does.
+                self._resolver = resolver_for(self._options.allow_private_webhooks)
+            client = self._session = session(self._options, resolver=self._resolver)
+        return client
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        if self._resolver is not None:
+            await self._resolver.close()
+            self._resolver = None
 
 
 def retry_after(value: str | None, now: datetime | None = None) -> float | None:

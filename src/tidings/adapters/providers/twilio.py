@@ -13,13 +13,12 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import aiohttp
 import orjson
 from yarl import URL
 
 from ...domain.delivery import Failed, OutboundMessage, Retry, SendResult, Sent
 from ...domain.masking import mask_phone
-from .http import gather_bounded, retry_after, session
+from .http import LazySession, gather_bounded, retry_after
 from .options import ProviderOptions
 
 log = logging.getLogger("tidings.provider.twilio")
@@ -60,8 +59,7 @@ class TwilioProvider:
         self._callback_base = (f"{options.public_url.rstrip('/')}/v1/callbacks/twilio/"
                                if options.public_url else None)
         self.max_concurrency = options.max_concurrency
-        self._options = options
-        self._session: aiohttp.ClientSession | None = None
+        self._session = LazySession(options)
 
     def form(self, m: OutboundMessage) -> dict[str, str]:
         """The Messages.json form fields for one delivery."""
@@ -75,9 +73,7 @@ class TwilioProvider:
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if not messages:
             return []
-        client = self._session
-        if client is None or client.closed:
-            client = self._session = session(self._options)
+        client = self._session.get()
         url, headers = self.url, self._headers
 
         async def one(m: OutboundMessage) -> SendResult:
@@ -129,6 +125,4 @@ class TwilioProvider:
         return Retry(reason, after)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()

@@ -24,9 +24,9 @@ from yarl import URL
 from ...domain import webhooks
 from ...domain.delivery import Failed, OutboundMessage, Retry, SendResult, Sent, TargetInvalid
 from ...domain.ids import is_ulid, timestamp_ms
-from .http import TRANSPORT_ERRORS, gather_bounded, retry_after, session, transport_retry
+from .http import TRANSPORT_ERRORS, LazySession, gather_bounded, retry_after, transport_retry
 from .options import ProviderOptions
-from .ssrf import PublicOnlyResolver, literal_problem, refusal, resolver_for
+from .ssrf import literal_problem, refusal
 
 EVENT_TYPE = "notification"
 RETRIED_4XX = frozenset({408, 409, 425, 429})
@@ -84,25 +84,15 @@ class WebhookProvider:
         elif not webhooks.is_secret(secret):
             self._unusable = "webhook secret is not a whsec_ secret"
         self.max_concurrency = options.max_concurrency
-        self._options = options
         self._allow_private = options.allow_private_webhooks
-        self._session: aiohttp.ClientSession | None = None
-        self._resolver: PublicOnlyResolver | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        client = self._session
-        if client is None or client.closed:
-            # The connector does not close a resolver it was given: close() does.
-            self._resolver = resolver_for(self._allow_private)
-            client = self._session = session(self._options, resolver=self._resolver)
-        return client
+        self._session = LazySession(options, public_only=True)
 
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if not messages:
             return []
         if self._unusable is not None:
             return [Failed(self._unusable) for _ in messages]
-        client = self._client()
+        client = self._session.get()
 
         async def one(m: OutboundMessage) -> SendResult:
             return await self._post(client, m)
@@ -163,9 +153,4 @@ class WebhookProvider:
         return Retry(reason)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-        if self._resolver is not None:
-            await self._resolver.close()
-            self._resolver = None
+        await self._session.close()

@@ -6,7 +6,7 @@ A device's token is the browser's PushSubscription as JSON: `{"endpoint", "keys"
 "auth"}}`. Every subscription names its own push service, so there is nothing for the
 settings' `endpoint` to point at: it is accepted and ignored. The endpoint comes from the
 browser, that is from the user, so unless `allow_private_webhooks` is set only https endpoints
-whose host is (and resolves to) a public address are contacted.
+whose host is (and resolves to) a public address are contacted (the guard of `ssrf`).
 """
 
 from __future__ import annotations
@@ -16,22 +16,17 @@ import binascii
 import functools
 import hashlib
 import hmac
-import ipaddress
 import logging
 import os
 import re
-import socket
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
-import aiohttp
 import jwt
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
-from aiohttp.resolver import DefaultResolver
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -44,8 +39,10 @@ from cryptography.hazmat.primitives.serialization import (
 from yarl import URL
 
 from ...domain.delivery import Failed, OutboundMessage, Retry, SendResult, Sent, TargetInvalid
-from .http import TRANSPORT_ERRORS, gather_bounded, retry_after, session, transport_retry
+from .http import TRANSPORT_ERRORS, LazySession, gather_bounded, retry_after, transport_retry
 from .options import ProviderOptions
+from .overrides import merge
+from .ssrf import literal_problem, refusal
 
 log = logging.getLogger("tidings.provider.webpush")
 
@@ -187,60 +184,7 @@ class Vapid:
         return header
 
 
-# --- private addresses ----------------------------------------------------------------------
-class PrivateAddress(OSError):
-    """The push endpoint's host is, or resolves only to, a non-public address."""
-
-
-def is_public(address: str) -> bool:
-    """Globally routable, and so is the IPv4 address an IPv6 one carries (mapped, 6to4,
-    Teredo): loopback, private, link-local (169.254.169.254), CGNAT and the like are not."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address):
-        inner = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if inner is not None and not is_public(str(inner)):
-            return False
-        if ip.ipv4_mapped is not None:
-            return True
-    return ip.is_global and not ip.is_multicast
-
-
-class PublicAddressResolver(AbstractResolver):
-    """Hands aiohttp only the public addresses of a host, so that a subscription cannot make
-    this service post into its own network. IP literals never reach a resolver: `send` checks
-    those itself."""
-
-    def __init__(self) -> None:
-        self._inner = DefaultResolver()
-
-    async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
-        found = await self._inner.resolve(host, port, family)
-        public = [entry for entry in found if is_public(entry["host"])]
-        if not public:
-            raise PrivateAddress(f"{host} resolves to a private address")
-        return public
-
-    async def close(self) -> None:
-        await self._inner.close()
-
-
-def literal_is_private(host: str) -> bool:
-    try:
-        return not is_public(host)
-    except ValueError:
-        return False  # a name, checked when it is resolved
-
-
 # --- the message ----------------------------------------------------------------------------
-def merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        old = out.get(key)
-        out[key] = merge(old, value) if isinstance(old, dict) and isinstance(value, Mapping) else value
-    return out
-
-
 def payload(m: OutboundMessage) -> dict[str, Any]:
     """What the service worker's `push` event reads with `event.data.json()`."""
     doc: dict[str, Any] = {"title": m.title, "body": m.body, "data": m.data or {},
@@ -338,8 +282,8 @@ class WebPushProvider:
 
     def __init__(self, config: dict[str, Any], options: ProviderOptions) -> None:
         self.max_concurrency = options.max_concurrency
-        self._options = options
-        self._session: aiohttp.ClientSession | None = None
+        self._allow_private = options.allow_private_webhooks
+        self._session = LazySession(options, public_only=True)
         self.vapid: Vapid | None = None
         self._broken: str | None = None
         try:
@@ -347,12 +291,6 @@ class WebPushProvider:
                                str(config.get("vapid_subject", "")))
         except (ValueError, TypeError, UnsupportedAlgorithm) as exc:  # binascii.Error is a ValueError
             self._broken = f"webpush.vapid_private_key is unusable: {exc}"
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            resolver = None if self._options.allow_private_webhooks else PublicAddressResolver()
-            self._session = session(self._options, resolver=resolver)
-        return self._session
 
     async def send(self, messages: Sequence[OutboundMessage]) -> list[SendResult]:
         if self._broken is not None:
@@ -365,8 +303,7 @@ class WebPushProvider:
             sub = parse_subscription(m.target)
         except ValueError as exc:
             return TargetInvalid(f"malformed subscription: {exc}")
-        host = sub.endpoint.host or ""
-        if not self._options.allow_private_webhooks and literal_is_private(host):
+        if not self._allow_private and literal_problem(sub.endpoint):
             return TargetInvalid("the subscription's endpoint is a private address")
         try:
             headers = push_headers(m)
@@ -381,15 +318,13 @@ class WebPushProvider:
                         "Authorization": self.vapid.authorization(sub.origin)})
         body = encrypt(plaintext, sub)
         try:
-            async with self._client().post(sub.endpoint, data=body, headers=headers,
-                                           allow_redirects=False) as resp:
+            async with self._session.get().post(sub.endpoint, data=body, headers=headers,
+                                                allow_redirects=False) as resp:
                 said = await resp.content.read(MAX_ANSWER_BYTES)
                 result = answer(resp.status, resp.headers, said)
-        except aiohttp.ClientConnectorDNSError as exc:
-            if isinstance(exc.os_error, PrivateAddress):
-                return TargetInvalid("the subscription's endpoint resolves to a private address")
-            return unsent(exc, sub)
         except TRANSPORT_ERRORS as exc:
+            if refusal(exc):
+                return TargetInvalid("the subscription's endpoint resolves to a private address")
             return unsent(exc, sub)
         if isinstance(result, Failed):
             log.warning("webpush to %s refused message %s: %s", sub.origin, m.delivery_id,
@@ -397,6 +332,4 @@ class WebPushProvider:
         return result
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._session.close()
