@@ -339,11 +339,6 @@ def provider_options() -> ProviderOptions:
                            ssl_context=loopback_tls().client_context())
 
 
-@pytest.fixture
-def providers(real_providers):
-    return real_providers
-
-
 async def configure(client, apns: ApnsDouble, private_key: str) -> None:
     body = {"name": "Acme", "providers": {"apns": settings(apns, private_key)},
             "routing": {"push": {"ios": "apns"}}}

@@ -188,11 +188,6 @@ async def test_a_batch_is_sent_concurrently_in_order(make, aws):
 
 # -- end to end: HTTP API, worker, store --------------------------------------------------------
 
-@pytest.fixture
-def providers(real_providers):
-    return real_providers
-
-
 async def configure(client, aws: Aws, **settings: Any) -> None:
     body = {"name": "Acme", "providers": {"ses": aws.config(**settings)},
             "routing": {"email": "ses"}}

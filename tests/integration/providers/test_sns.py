@@ -452,11 +452,6 @@ async def test_close_releases_the_client_and_a_later_send_reopens_it(provider, a
 
 # -- end to end: HTTP API, worker, store --------------------------------------------------------
 
-@pytest.fixture
-def providers(real_providers):
-    return real_providers
-
-
 SENDER = "notify@example.com"
 
 
