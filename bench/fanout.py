@@ -733,11 +733,17 @@ async def engine_scenario(report: Report, args: argparse.Namespace, double: doub
                     raise RuntimeError(f"POST /v1/notifications: {resp.status_code} {resp.text[:300]}")
             accepted = time.perf_counter()
             handled = 0
-            for _ in range(limit):
-                got = await container.dispatcher.run_once()
-                handled += got
-                if got == 0:
-                    break
+
+            async def lane() -> None:
+                # As the worker's lanes do (TIDINGS_WORKER_LANES): rounds overlap.
+                nonlocal handled
+                for _ in range(limit):
+                    got = await container.dispatcher.run_once()
+                    handled += got
+                    if got == 0:
+                        break
+
+            await asyncio.gather(*(lane() for _ in range(args.lanes)))
             timings.append((accepted - started, time.perf_counter() - accepted))
             return handled
 
@@ -748,7 +754,8 @@ async def engine_scenario(report: Report, args: argparse.Namespace, double: doub
 
         logging.getLogger("tidings").setLevel(logging.WARNING)
         m = await measure(report, key, "engine", label, n, args.rounds, one_round, double, warmup,
-                          note=f"{backend}, batch {args.batch}, provider_max_requests={c}")
+                          note=f"{backend}, batch {args.batch}, lanes {args.lanes}, "
+                               f"provider_max_requests={c}")
         m.note += ("; accept / deliver s per round: "
                    + ", ".join(f"{a:.2f}/{d:.2f}" for a, d in timings))
         async with bs.store.reader() as tx:
@@ -894,6 +901,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--postgres", action="store_true", help="also run the engine part on PostgreSQL")
     p.add_argument("--postgres-url", default=None)
     p.add_argument("--batch", type=int, default=500, help="the worker's batch size (engine part)")
+    p.add_argument("--lanes", type=int, default=2,
+                   help="rounds in flight at once, as TIDINGS_WORKER_LANES (engine part)")
     p.add_argument("--double", choices=("auto", "nginx", "python"), default="auto",
                    help="what answers as FCM and APNs (auto: nginx when installed)")
     p.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")

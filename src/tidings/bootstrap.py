@@ -132,7 +132,8 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
     dispatcher = Dispatcher(store, clock, providers, policy,
                             batch_size=settings.worker_batch_size,
                             lease_seconds=settings.worker_lease_seconds,
-                            poll_interval=settings.worker_poll_interval, events=events)
+                            poll_interval=settings.worker_poll_interval, events=events,
+                            lanes=settings.worker_lanes)
     event_dispatcher = EventDispatcher(
         store, clock, apps, box, webhook_sender or AiohttpWebhookSender(ProviderOptions(
             timeout=settings.provider_timeout_seconds,

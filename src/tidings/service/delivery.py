@@ -24,7 +24,9 @@ log = logging.getLogger("tidings.worker")
 class Dispatcher:
     def __init__(self, store: Store, clock: Clock, providers: ProviderPool, policy: RetryPolicy,
                  *, batch_size: int = 500, lease_seconds: float = 60.0,
-                 poll_interval: float = 0.5, events: Events | None = None) -> None:
+                 poll_interval: float = 0.5, events: Events | None = None,
+                 lanes: int = 2) -> None:
+        self._lanes = max(1, lanes)
         self._events = events
         self._store = store
         self._clock = clock
@@ -96,11 +98,18 @@ class Dispatcher:
             log.info("purged %d expired idempotency records", purged)
 
     async def run(self, stop: asyncio.Event, housekeeping_every: float = 600.0) -> None:
-        log.info("delivery worker started")
+        """`lanes` rounds in flight at once: while one batch waits on its providers, another is
+        claimed or recorded (leases keep them apart, as between workers)."""
+        log.info("delivery worker started (%d lanes)", self._lanes)
+        await asyncio.gather(*(self._lane(stop, housekeeping_every if i == 0 else None)
+                               for i in range(self._lanes)))
+        log.info("delivery worker stopped")
+
+    async def _lane(self, stop: asyncio.Event, housekeeping_every: float | None) -> None:
         loop = asyncio.get_running_loop()
         next_housekeeping = loop.time()
         while not stop.is_set():
-            if loop.time() >= next_housekeeping:
+            if housekeeping_every is not None and loop.time() >= next_housekeeping:
                 next_housekeeping = loop.time() + housekeeping_every
                 try:
                     await self.housekeeping()
@@ -114,10 +123,11 @@ class Dispatcher:
                 await asyncio.sleep(self._poll)
             if handled:
                 continue
-            self._wake.clear()
+            # A wake-up that came while this round ran is still set: the next round starts at
+            # once. It is cleared only after waiting, never before.
             waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
             _, pending = await asyncio.wait(waiters, timeout=self._poll,
                                             return_when=asyncio.FIRST_COMPLETED)
             for task in pending:
                 task.cancel()
-        log.info("delivery worker stopped")
+            self._wake.clear()
