@@ -24,6 +24,7 @@ class ProviderPool:
         self._factory = factory
         self._built: dict[tuple[str, str], tuple[Any, Provider]] = {}
         self._limits: dict[str, asyncio.Semaphore] = {}
+        self._building: dict[tuple[str, str], asyncio.Lock] = {}
         self._concurrency = concurrency or {}
         self._default_concurrency = default_concurrency
 
@@ -39,6 +40,14 @@ class ProviderPool:
         """The app's provider, rebuilt when the app's settings changed; the settings are looked
         at again at most every `recheck_seconds`, not for every batch."""
         key = (app_id, name)
+        cached = self._built.get(key)
+        if cached is not None and self._checked.lookup(key)[0]:
+            return cached[1]
+        lock = self._building.setdefault(key, asyncio.Lock())
+        async with lock:  # lanes asking at once build one provider, not one each (and leak)
+            return await self._refresh(key, app_id, name)
+
+    async def _refresh(self, key: tuple[str, str], app_id: str, name: str) -> Provider:
         cached = self._built.get(key)
         if cached is not None and self._checked.lookup(key)[0]:
             return cached[1]
