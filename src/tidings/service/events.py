@@ -52,17 +52,20 @@ class Events:
 
     async def for_outcomes(self, claims: Sequence[Claim], outcomes: Sequence[Outcome]) -> list[AppEvent]:
         """delivery.sent / delivery.failed / delivery.skipped for the worker's final outcomes."""
+        apps: dict[str, App | None] = {}
+        for c in claims:
+            if c.app_id not in apps:
+                apps[c.app_id] = await self.app(c.app_id)
+        if not any(app is not None and app.webhook for app in apps.values()):
+            return []  # the common case: nobody listens, nothing is built
         by_id = {c.delivery_id: c for c in claims}
         found: list[AppEvent] = []
-        apps: dict[str, App | None] = {}
         for o in outcomes:
             if o.due_at is not None:
                 continue  # retried later: not an event yet
             claim = by_id.get(o.delivery_id)
             if claim is None:
                 continue
-            if claim.app_id not in apps:
-                apps[claim.app_id] = await self.app(claim.app_id)
             msg = claim.message
             ev = self.make(apps[claim.app_id], f"delivery.{o.status.value}", {
                 "delivery_id": o.delivery_id, "notification_id": o.notification_id,
