@@ -16,6 +16,7 @@ from ..domain.notifications import DeliveryStatus
 from ..domain.retry import RetryPolicy
 from ..ports import Clock, Store
 from .events import Events
+from .polling import Chore, poll
 from .providers import ProviderPool
 
 log = logging.getLogger("tidings.worker")
@@ -101,33 +102,9 @@ class Dispatcher:
         """`lanes` rounds in flight at once: while one batch waits on its providers, another is
         claimed or recorded (leases keep them apart, as between workers)."""
         log.info("delivery worker started (%d lanes)", self._lanes)
-        await asyncio.gather(*(self._lane(stop, housekeeping_every if i == 0 else None)
+        chore = Chore(self.housekeeping, housekeeping_every)
+        await asyncio.gather(*(poll(stop, self.run_once, interval=self._poll, log=log,
+                                    what="delivery worker", wake=self._wake,
+                                    chore=chore if i == 0 else None)
                                for i in range(self._lanes)))
         log.info("delivery worker stopped")
-
-    async def _lane(self, stop: asyncio.Event, housekeeping_every: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        next_housekeeping = loop.time()
-        while not stop.is_set():
-            if housekeeping_every is not None and loop.time() >= next_housekeeping:
-                next_housekeeping = loop.time() + housekeeping_every
-                try:
-                    await self.housekeeping()
-                except Exception:
-                    log.exception("housekeeping failed")
-            try:
-                handled = await self.run_once()
-            except Exception:
-                log.exception("delivery worker: a round failed; retrying shortly")
-                handled = 0
-                await asyncio.sleep(self._poll)
-            if handled:
-                continue
-            # A wake-up that came while this round ran is still set: the next round starts at
-            # once. It is cleared only after waiting, never before.
-            waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
-            _, pending = await asyncio.wait(waiters, timeout=self._poll,
-                                            return_when=asyncio.FIRST_COMPLETED)
-            for task in pending:
-                task.cancel()
-            self._wake.clear()

@@ -5,7 +5,6 @@ outbox's own schedule."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from ..domain.ids import new_id
 from ..domain.webhooks import event as envelope
 from ..ports import Clock, Store, WebhookSender
 from .apps import Apps
+from .polling import Chore, poll
 from .secrets import SecretBox
 
 log = logging.getLogger("tidings.webhooks")
@@ -140,16 +140,5 @@ class EventDispatcher:
 
     async def run(self, stop: asyncio.Event, poll_interval: float = 1.0,
                   purge_every: float = 3600.0) -> None:
-        loop = asyncio.get_running_loop()
-        next_purge = loop.time() + 60.0
-        while not stop.is_set():
-            try:
-                if loop.time() >= next_purge:
-                    next_purge = loop.time() + purge_every
-                    await self.purge()
-                if await self.run_once():
-                    continue
-            except Exception:
-                log.exception("webhook events: a round failed; retrying shortly")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), poll_interval)
+        await poll(stop, self.run_once, interval=poll_interval, log=log, what="webhook events",
+                   chore=Chore(self.purge, purge_every, first_after=60.0))
