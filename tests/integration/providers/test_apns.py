@@ -47,18 +47,12 @@ def settings(apns: ApnsDouble, private_key: str, **extra: Any) -> dict[str, Any]
 
 
 @pytest.fixture
-async def make(apns: ApnsDouble, signing_key: tuple[str, str]) -> AsyncIterator[Any]:
-    built: list[ApnsProvider] = []
-
+def make(apns: ApnsDouble, signing_key: tuple[str, str], closing: Any) -> Any:
     def build(options: ProviderOptions = OPTIONS, **extra: Any) -> ApnsProvider:
-        provider = ApnsProvider(settings(apns, extra.pop("private_key", signing_key[0]), **extra),
-                                options)
-        built.append(provider)
-        return provider
+        return closing(ApnsProvider(
+            settings(apns, extra.pop("private_key", signing_key[0]), **extra), options))
 
-    yield build
-    for provider in built:
-        await provider.close()
+    return build
 
 
 @pytest.fixture

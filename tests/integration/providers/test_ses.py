@@ -4,7 +4,7 @@ and the delivery worker."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,17 +50,11 @@ def aws(moto_server: MotoServer) -> Iterator[Aws]:
 
 
 @pytest.fixture
-async def make(aws: Aws) -> AsyncIterator[Any]:
-    built: list[SesProvider] = []
-
+def make(aws: Aws, closing: Any) -> Any:
     def build(options: ProviderOptions = OPTIONS, **extra: Any) -> SesProvider:
-        provider = SesProvider(aws.config(**extra), options)
-        built.append(provider)
-        return provider
+        return closing(SesProvider(aws.config(**extra), options))
 
-    yield build
-    for provider in built:
-        await provider.close()
+    return build
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,17 +70,11 @@ def aws(moto_server: MotoServer) -> Iterator[Aws]:
 
 
 @pytest.fixture
-async def make(aws: Aws) -> AsyncIterator[Any]:
-    built: list[SnsProvider] = []
-
+def make(aws: Aws, closing: Any) -> Any:
     def build(options: ProviderOptions = OPTIONS, **extra: Any) -> SnsProvider:
-        provider = SnsProvider(aws.config(**extra), options)
-        built.append(provider)
-        return provider
+        return closing(SnsProvider(aws.config(**extra), options))
 
-    yield build
-    for provider in built:
-        await provider.close()
+    return build
 
 
 @pytest.fixture
