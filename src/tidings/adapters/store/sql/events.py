@@ -4,12 +4,13 @@ workers share it and a dead worker's events are sent again."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import bindparam, delete, insert, null, select, update
+from sqlalchemy import bindparam, delete, insert, null, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.events import AppEvent, EventOutcome
+from .leases import lease_due
 from .rows import execute_many, from_ms, opt_ms, to_ms
 from .schema import webhook_events
 
@@ -38,16 +39,9 @@ class SqlEvents:
 
     async def claim(self, now: datetime, limit: int, lease_seconds: float,
                     lease_id: str) -> list[AppEvent]:
-        now_ms = to_ms(now)
-        due = (select(e.id).where(e.due_at <= now_ms).order_by(e.due_at).limit(limit)
-               .with_for_update(skip_locked=True))
-        rows = (await self._c.execute(
-            update(webhook_events)
-            .where(e.id.in_(due.scalar_subquery()))
-            .values(attempts=e.attempts + 1, lease_id=lease_id, updated_at=now_ms,
-                    due_at=to_ms(now + timedelta(seconds=lease_seconds)))
-            .returning(e.id, e.app_id, e.type, e.payload, e.created_at, e.attempts)
-        )).all()
+        rows = (await self._c.execute(lease_due(
+            webhook_events, now, limit, lease_seconds, lease_id,
+            (e.id, e.app_id, e.type, e.payload, e.created_at, e.attempts)))).all()
         # Oldest first, so that an app sees its events in the order they happened.
         return sorted((AppEvent(r[0], r[1], r[2], r[3], from_ms(r[4]), r[5], lease_id)
                        for r in rows), key=lambda ev: ev.id)

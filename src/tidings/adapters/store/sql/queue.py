@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, null, select, update
@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ....domain.delivery import Claim, OutboundMessage, Outcome
 from ....domain.notifications import DeliveryStatus, derive_status
 from ....domain.receipts import Receipt, Receipted, next_status
+from .leases import lease_due
 from .rows import execute_many, opt_ms, to_ms
 from .schema import deliveries, devices, notifications
 
@@ -69,17 +70,10 @@ class SqlQueue:
 
     async def claim(self, now: datetime, limit: int, lease_seconds: float,
                     lease_id: str) -> list[Claim]:
-        now_ms = to_ms(now)
-        due = (select(d.id).where(d.due_at <= now_ms).order_by(d.due_at).limit(limit)
-               .with_for_update(skip_locked=True))
-        claimed = (await self._c.execute(
-            update(deliveries)
-            .where(d.id.in_(due.scalar_subquery()))
-            .values(status="sending", attempts=d.attempts + 1, lease_id=lease_id,
-                    due_at=to_ms(now + timedelta(seconds=lease_seconds)), updated_at=now_ms)
-            .returning(d.id, d.notification_id, d.app_id, d.user_id, d.channel, d.provider,
-                       d.target, d.attempts)
-        )).all()
+        claimed = (await self._c.execute(lease_due(
+            deliveries, now, limit, lease_seconds, lease_id,
+            (d.id, d.notification_id, d.app_id, d.user_id, d.channel, d.provider, d.target,
+             d.attempts), status="sending"))).all()
         if not claimed:
             return []
         # Rows are unpacked by position below: by-name access was most of a claim's cost.
