@@ -13,8 +13,8 @@ from .domain.delivery import Claim, OutboundMessage, Outcome, SendResult
 from .domain.devices import Device
 from .domain.events import AppEvent, EventOutcome
 from .domain.idempotency import IdempotencyRecord
-from .domain.notifications import Notification
-from .domain.receipts import Receipt, Receipted
+from .domain.notifications import Delivery, Notification
+from .domain.receipts import Receipt
 from .domain.users import AttributeEquals, User
 
 
@@ -108,9 +108,10 @@ class DeliveryQueue(Protocol):
         reported gone, and bring the notifications' status up to date. Returns how many
         outcomes were taken (a lost lease drops its outcome)."""
         ...
-    async def receipt(self, app_id: str, receipt: Receipt) -> Receipted | None:
+    async def receipt(self, app_id: str, receipt: Receipt) -> tuple[Delivery, bool] | None:
         """Apply a provider's receipt to the app's delivery with that provider message id
-        (and bring its notification's status up to date); None when no delivery matches."""
+        (and bring its notification's status up to date): the delivery as it is now, and
+        whether the receipt changed it; None when no delivery matches."""
         ...
 
 

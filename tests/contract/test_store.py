@@ -380,18 +380,18 @@ async def test_receipts_move_deliveries_of_their_app_only(store):
         assert await tx.deliveries.receipt("globex", delivered) is None  # not theirs
         assert await tx.deliveries.receipt("acme", Receipt("fcm", "m1", DeliveryStatus.DELIVERED,
                                                             NOW)) is None  # another provider
-        done = await tx.deliveries.receipt("acme", delivered)
-    assert done.changed and done.status == "delivered" and done.notification_id == note_id
+        done, changed = await tx.deliveries.receipt("acme", delivered)
+    assert changed and done.status == "delivered" and done.notification_id == note_id
     async with store.reader() as tx:
         n = await tx.notifications.get("acme", note_id)
     assert n.status == "sent" and n.deliveries[0].status == "delivered"
     # A bounce after delivery fails it; a late "delivered" does not undo the failure.
     async with store.transaction() as tx:
-        failed = await tx.deliveries.receipt("acme", Receipt(
+        failed, failed_changed = await tx.deliveries.receipt("acme", Receipt(
             "log", "m1", DeliveryStatus.FAILED, NOW, error="bounced"))
-        again = await tx.deliveries.receipt("acme", delivered)
-    assert failed.changed and failed.status == "failed" and failed.error == "bounced"
-    assert not again.changed and again.status == "failed"
+        again, again_changed = await tx.deliveries.receipt("acme", delivered)
+    assert failed_changed and failed.status == "failed" and failed.error == "bounced"
+    assert not again_changed and again.status == "failed"
     async with store.reader() as tx:
         assert (await tx.notifications.get("acme", note_id)).status == "failed"
 

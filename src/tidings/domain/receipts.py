@@ -22,22 +22,6 @@ class Receipt:
     keep_status: bool = False
 
 
-@dataclass(frozen=True)
-class Receipted:
-    """The delivery a receipt matched, as it is after the receipt."""
-
-    delivery_id: str
-    notification_id: str
-    app_id: str
-    user_id: str | None
-    channel: str
-    provider: str
-    target: str | None
-    status: str
-    error: str | None
-    changed: bool
-
-
 # Where a delivery may be when a receipt arrives, and where the receipt takes it. A receipt may
 # overtake the worker's own record (Twilio can call back before the worker commits "sent"), so
 # `sending` accepts it too; a final failure is not undone by a late "delivered".

@@ -15,10 +15,10 @@ from sqlalchemy import bindparam, null, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.delivery import Claim, OutboundMessage, Outcome
-from ....domain.notifications import DeliveryStatus, derive_status
-from ....domain.receipts import Receipt, Receipted, next_status
+from ....domain.notifications import Delivery, DeliveryStatus, derive_status
+from ....domain.receipts import Receipt, next_status
 from .leases import lease_due
-from .rows import execute_many, opt_ms, to_ms
+from .rows import delivery_from, execute_many, opt_ms, to_ms
 from .schema import deliveries, devices, notifications
 
 d = deliveries.c
@@ -121,35 +121,35 @@ class SqlQueue:
                 for o in outcomes if o.device_ref]
         if refs:
             await self._c.execute(_KEEP_REF, refs)
-        note_ids = list({o.notification_id for o in outcomes})
+        await self._refresh_statuses({o.notification_id for o in outcomes})
+        return taken
+
+    async def _refresh_statuses(self, note_ids: set[str]) -> None:
+        """Bring the notifications' status in line with their deliveries'."""
         statuses: dict[str, list[str]] = defaultdict(list)
-        for note_id, status in await self._c.execute(_STATUSES, {"ids": note_ids}):
+        for note_id, status in await self._c.execute(_STATUSES, {"ids": list(note_ids)}):
             statuses[note_id].append(status)
         await execute_many(self._c, _STATUS, [
             {"b_id": nid, "b_status": derive_status(s).value} for nid, s in statuses.items()])
-        return taken
 
-    async def receipt(self, app_id: str, receipt: Receipt) -> Receipted | None:
+    async def receipt(self, app_id: str, receipt: Receipt) -> tuple[Delivery, bool] | None:
         row = (await self._c.execute(
-            select(d.id, d.notification_id, d.user_id, d.channel, d.target, d.status, d.error)
+            select(deliveries)
             .where(d.provider_message_id == receipt.provider_message_id, d.app_id == app_id,
                    d.provider == receipt.provider)
             .limit(1).with_for_update())).first()
         if row is None:
             return None
-        delivery_id, note_id, user_id, channel, target, status, error = row
-        new = next_status(status, receipt)
-        if new is not None:
-            # A receipt ends the delivery: it leaves the queue, and its lease (if a worker still
-            # holds one) no longer counts, so a late worker record cannot undo it.
-            error = receipt.error if new == DeliveryStatus.FAILED else None
-            await self._c.execute(update(deliveries).where(d.id == delivery_id).values(
-                status=new.value, error=error, updated_at=to_ms(receipt.at), due_at=None,
-                lease_id=None))
-            statuses = [s for (s,) in await self._c.execute(
-                select(d.status).where(d.notification_id == note_id))]
-            await self._c.execute(_STATUS, {"b_id": note_id,
-                                            "b_status": derive_status(statuses).value})
-            status = new.value
-        return Receipted(delivery_id, note_id, app_id, user_id, channel, receipt.provider,
-                         target, status, error, new is not None)
+        found = delivery_from(row)
+        new = next_status(found.status, receipt)
+        if new is None:
+            return found, False
+        # A receipt ends the delivery: it leaves the queue, and its lease (if a worker still
+        # holds one) no longer counts, so a late worker record cannot undo it.
+        found.status, found.updated_at, found.due_at = new.value, receipt.at, None
+        found.error = receipt.error if new == DeliveryStatus.FAILED else None
+        await self._c.execute(update(deliveries).where(d.id == found.id).values(
+            status=found.status, error=found.error, updated_at=to_ms(receipt.at), due_at=None,
+            lease_id=None))
+        await self._refresh_statuses({found.notification_id})
+        return found, True
