@@ -166,9 +166,11 @@ async def test_inbox_pages_counts_and_reads(store):
         assert await tx.notifications.unread_count("acme", "u1", "push") == 3
 
     async with store.transaction() as tx:
-        first = await tx.notifications.mark_read("acme", "u1", made[6].id, NOW)
-        again = await tx.notifications.mark_read("acme", "u1", made[6].id, NOW + timedelta(hours=1))
+        first, first_read = await tx.notifications.mark_read("acme", "u1", made[6].id, NOW)
+        again, again_read = await tx.notifications.mark_read("acme", "u1", made[6].id,
+                                                             NOW + timedelta(hours=1))
         assert first.read_at == NOW and again.read_at == NOW  # the first read_at is kept
+        assert first_read and not again_read
         assert await tx.notifications.mark_read("acme", "u2", made[5].id, NOW) is None
     async with store.reader() as tx:
         unread = await tx.notifications.inbox("acme", "u1", InboxQuery(unread_only=True), 10)

@@ -19,7 +19,7 @@ from ..domain.errors import NotFound
 from ..domain.events import AppEvent, EventOutcome, after_attempt, wants
 from ..domain.ids import new_id
 from ..domain.webhooks import event as envelope
-from ..ports import Clock, Store, WebhookSender
+from ..ports import Clock, Store, Tx, WebhookSender
 from .apps import Apps
 from .polling import Chore, poll
 from .secrets import SecretBox
@@ -49,6 +49,13 @@ class Events:
         now = at or self._clock.now()
         return AppEvent(new_id(int(now.timestamp() * 1000)), app.id, event_type,
                         envelope(event_type, data, now), now)
+
+    async def emit(self, tx: Tx, app: App | None, event_type: str, data: dict[str, Any],
+                   at: datetime | None = None) -> None:
+        """`make`, and add the event in the caller's transaction when the app wants it."""
+        ev = self.make(app, event_type, data, at)
+        if ev is not None:
+            await tx.events.add([ev])
 
     async def for_outcomes(self, claims: Sequence[Claim], outcomes: Sequence[Outcome]) -> list[AppEvent]:
         """delivery.sent / delivery.failed / delivery.skipped for the worker's final outcomes."""

@@ -65,16 +65,13 @@ class Inbox:
         app = await self._events.app(app_id) if self._events else None
         now = self._clock.now()
         async with self._store.transaction() as tx:
-            found = await tx.notifications.mark_read(app_id, user_id, notification_id, now)
-            if (found is not None and found.read_at is not None and self._events
-                    and _ms(found.read_at) == _ms(now)):  # read by this request
-                ev = self._events.make(app, "notification.read", {
-                    "notification_id": found.id, "user_id": user_id,
-                    "read_at": iso(now)}, now)
-                if ev is not None:
-                    await tx.events.add([ev])
-        if found is None:
-            raise NotFound(f"notification {notification_id} not found")
+            marked = await tx.notifications.mark_read(app_id, user_id, notification_id, now)
+            if marked is None:
+                raise NotFound(f"notification {notification_id} not found")
+            found, read_now = marked
+            if read_now and self._events:
+                await self._events.emit(tx, app, "notification.read", {
+                    "notification_id": found.id, "user_id": user_id, "read_at": iso(now)}, now)
         return found
 
     async def read_all(self, app_id: str, user_id: str, channel: str | None = None,
@@ -85,11 +82,9 @@ class Inbox:
         async with self._store.transaction() as tx:
             updated = await tx.notifications.mark_all_read(app_id, user_id, channel, before, now)
             if updated and self._events:
-                ev = self._events.make(app, "notification.read_all", {
+                await self._events.emit(tx, app, "notification.read_all", {
                     "user_id": user_id, "channel": channel, "updated": updated,
                     "until": iso(until) if until else None, "read_at": iso(now)}, now)
-                if ev is not None:
-                    await tx.events.add([ev])
         return updated
 
     async def get(self, app_id: str, notification_id: str) -> Notification:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from ..domain.events import AppEvent
 from ..domain.notifications import Delivery
 from ..domain.receipts import Receipt
 from ..ports import Store
@@ -25,7 +24,6 @@ class Receipts:
         app = await self._events.app(app_id)
         found: list[Delivery | None] = []
         async with self._store.transaction() as tx:
-            out: list[AppEvent] = []
             for r in receipts:
                 matched = await tx.deliveries.receipt(app_id, r)
                 if matched is None:
@@ -40,13 +38,10 @@ class Receipts:
                     await tx.users.mark_email_undeliverable(
                         app_id, done.user_id, done.target, r.error or "undeliverable", r.at)
                 if changed:
-                    ev = self._events.make(app, f"delivery.{done.status}", {
+                    await self._events.emit(tx, app, f"delivery.{done.status}", {
                         "delivery_id": done.id, "notification_id": done.notification_id,
                         "user_id": done.user_id, "channel": done.channel,
                         "provider": done.provider, "status": done.status,
                         "attempts": done.attempts, "error": done.error,
                         "provider_message_id": r.provider_message_id}, r.at)
-                    if ev is not None:
-                        out.append(ev)
-            await tx.events.add(out)
         return found

@@ -113,7 +113,7 @@ class SqlNotifications:
         return await counters.read(self._c, app_id, user_id, channel)
 
     async def mark_read(self, app_id: str, user_id: str, notification_id: str,
-                        at: datetime) -> Notification | None:
+                        at: datetime) -> tuple[Notification, bool] | None:
         t = notifications.c
         mine = and_(t.app_id == app_id, t.user_id == user_id, t.id == notification_id)
         changed = (await self._c.execute(
@@ -125,7 +125,7 @@ class SqlNotifications:
         row = (await self._c.execute(select(notifications).where(mine))).first()
         if row is None:
             return None
-        return (await self._attach([notification_from(row)]))[0]
+        return (await self._attach([notification_from(row)]))[0], bool(changed)
 
     async def mark_all_read(self, app_id: str, user_id: str, channel: str | None,
                             before_id: str | None, at: datetime) -> int:
