@@ -610,3 +610,15 @@ async def test_impossible_ids_in_paths_are_never_a_5xx(client, acme, subtests):
             assert r.status_code < 500, f"{r.status_code}: {r.text[:300]}"
             if r.status_code >= 400:
                 assert_problem(r)
+
+
+async def test_an_integral_float_past_2_53_is_refused_not_changed(client, acme):
+    # PostgreSQL's JSONB would keep 4.833494483119433e16 as 48334944831194330: another number.
+    headers = {**acme["headers"], "Content-Type": "application/json"}
+    r = await client.post("/v1/notifications", headers=headers, content=(
+        b'{"to": {"user_id": "u1"}, "title": "t", "data": {"n": 4.833494483119433e16}}'))
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["field"] == "data.n"
+    r = await client.post("/v1/notifications", headers=headers, content=(
+        b'{"to": {"user_id": "u1"}, "title": "t", "data": {"n": 9007199254740992.0, "m": 0.5}}'))
+    assert r.status_code == 202, r.text

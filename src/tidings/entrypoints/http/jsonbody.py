@@ -15,7 +15,9 @@ from starlette.responses import Response
 
 from .errors import problem
 
-MAX_SAFE_INT = 2**63 - 1
+# Past 2**53 a float with no fraction stands for an integer it is not exactly: PostgreSQL's
+# JSONB keeps 4.833494483119433e16 as 48334944831194330, which reads back as another number.
+MAX_EXACT_FLOAT = 2.0**53
 
 
 def _problem_in(value: Any, path: str = "", depth: int = 0) -> tuple[str, str] | None:
@@ -38,8 +40,9 @@ def _problem_in(value: Any, path: str = "", depth: int = 0) -> tuple[str, str] |
             found = _problem_in(item, f"{path}[{index}]" if path else f"[{index}]", depth + 1)
             if found:
                 return found
-    elif isinstance(value, float) and abs(value) > MAX_SAFE_INT and value.is_integer():
-        return path or "$", "integers must fit in 64 bits"
+    elif isinstance(value, float) and abs(value) > MAX_EXACT_FLOAT and value.is_integer():
+        return path or "$", ("a number this large must be an exact integer of at most 64 bits "
+                             "(or a string)")
     return None
 
 
