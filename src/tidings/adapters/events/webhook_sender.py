@@ -4,28 +4,39 @@ session whose resolver refuses private addresses (unless the operator allowed th
 from __future__ import annotations
 
 import time
-
-import aiohttp
+from typing import TYPE_CHECKING
 
 from ...domain.webhooks import headers as signed_headers
 from ...ports import WebhookAnswer
-from ..providers.http import retry_after, session
 from ..providers.options import ProviderOptions
-from ..providers.ssrf import literal_problem, refusal, resolver_for
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class AiohttpWebhookSender:
+    """aiohttp and the address guard are imported at the first event, not when the service
+    starts: most apps have no webhook."""
+
     def __init__(self, options: ProviderOptions) -> None:
         self._options = options
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
+        from ..providers.http import session
+        from ..providers.ssrf import resolver_for
+
         if self._session is None or self._session.closed:
             self._session = session(self._options, limit=100,
                                     resolver=resolver_for(self._options.allow_private_webhooks))
         return self._session
 
     async def send(self, url: str, secret: str, event_id: str, body: bytes) -> WebhookAnswer:
+        import aiohttp
+
+        from ..providers.http import retry_after
+        from ..providers.ssrf import literal_problem, refusal
+
         if not self._options.allow_private_webhooks:
             problem = literal_problem(url)
             if problem:

@@ -25,14 +25,16 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+if TYPE_CHECKING:
+    import aiohttp
 
 from ...domain.notifications import DeliveryStatus
 from ...domain.receipts import Receipt
@@ -220,7 +222,10 @@ class SnsVerifier:
         return public
 
     async def _fetch_with_aiohttp(self, url: str) -> bytes:
-        """GETs the certificate; redirects are not followed (they could leave amazonaws.com)."""
+        """GETs the certificate; redirects are not followed (they could leave amazonaws.com).
+        aiohttp is imported here, at the first message: the HTTP app starts without it."""
+        import aiohttp
+
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout),

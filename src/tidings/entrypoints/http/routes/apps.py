@@ -8,7 +8,6 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
-from ....adapters.providers.ssrf import check_public_url
 from ....domain.apps import CredentialKind
 from ....domain.errors import FieldError, ValidationFailed
 from ....domain.pagination import decode_cursor, page_of
@@ -22,6 +21,7 @@ from ..auth import Caller, require_admin
 from ..deps import services
 from ..idempotent import begin, replay, respond
 from ..jsonbody import JsonRoute
+from ..public_urls import public_url_problem
 from ..schemas import AppOut, AppPage, AppPut, KeyCreated, KeyPage
 
 router = APIRouter(prefix="/v1/apps", tags=["apps"], route_class=JsonRoute)
@@ -42,7 +42,7 @@ async def put_app(app_id: str, body: AppPut, request: Request, caller: Caller) -
     if hook and hook.get("url"):
         urls.append(("providers.webhook.url", hook["url"]))
     problems = [FieldError(where, problem) for where, url in urls
-                if (problem := await check_public_url(url, allow_private))]
+                if (problem := await public_url_problem(url, allow_private))]
     if problems:
         raise ValidationFailed("a webhook URL must reach a public address (set "
                                "TIDINGS_ALLOW_PRIVATE_WEBHOOKS=true to allow private ones)",

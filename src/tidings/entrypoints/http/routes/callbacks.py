@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
-import aiohttp
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -100,6 +99,8 @@ class SnsEndpoint:
 
 
 async def _visit(url: str) -> int:
+    import aiohttp  # at the first subscription, not at start-up
+
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(timeout=timeout) as session, \
             session.get(url, allow_redirects=False) as resp:

@@ -8,7 +8,6 @@ import orjson
 from fastapi import APIRouter, Body, Query, Request
 from starlette.responses import Response
 
-from ....adapters.providers.ssrf import check_public_url
 from ....domain.apps import route
 from ....domain.devices import Device
 from ....domain.errors import ValidationFailed
@@ -23,6 +22,7 @@ from ..auth import Caller, require_backend, user_scope
 from ..deps import services
 from ..idempotent import begin, replay, respond
 from ..jsonbody import JsonRoute
+from ..public_urls import public_url_problem
 from ..schemas import (
     DeviceOut,
     DevicePage,
@@ -101,7 +101,7 @@ async def register_device(user_id: str, body: DeviceRegister, request: Request,
     if "webhook" in (body.platform, body.provider):
         if not isinstance(body.token, str) or not body.token.startswith(("https://", "http://")):
             raise ValidationFailed.on("token", "a webhook device's token is the URL to POST to")
-        problem = await check_public_url(body.token, container.settings.allow_private_webhooks)
+        problem = await public_url_problem(body.token, container.settings.allow_private_webhooks)
         if problem:
             raise ValidationFailed.on("token", problem)
     started = await begin(request, caller)
