@@ -38,14 +38,17 @@ _TWILIO_FINAL = {"delivered": DeliveryStatus.DELIVERED, "undelivered": DeliveryS
 MAX_CALLBACK_BYTES = 64 * 1024
 
 
-async def _settings(request: Request, app_id: str, provider: str) -> dict[str, Any]:
+async def _settings(request: Request, app_id: str, *providers: str) -> dict[str, dict[str, Any]]:
+    """The app's settings of those providers; an app without any of them (or no app) has no
+    such callback, and is told apart from one that exists by nothing."""
     container = services(request)
     try:
         app = await container.apps.cached(app_id)
     except NotFound:
         raise NotFound("no such callback") from None
-    found = provider_settings(app, container.box).get(provider)
-    if found is None:
+    settings = provider_settings(app, container.box)
+    found = {name: settings[name] for name in providers if name in settings}
+    if not found:
         raise NotFound("no such callback")
     return found
 
@@ -61,7 +64,7 @@ async def _body(request: Request) -> bytes:
 async def twilio_status(app_id: str, request: Request) -> Response:
     """Twilio's StatusCallback: `delivered` moves the SMS delivery to delivered, `undelivered`
     and `failed` to failed (with Twilio's error code)."""
-    settings = await _settings(request, app_id, "twilio")
+    settings = (await _settings(request, app_id, "twilio"))["twilio"]
     body = await _body(request)
     try:
         params = dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False))
@@ -113,10 +116,7 @@ async def sns_notification(app_id: str, request: Request) -> Response:
     topics: the message signature is verified, a subscription confirmation is confirmed, and
     receipts update their deliveries."""
     container = services(request)
-    app = await container.apps.cached(app_id) if app_id else None
-    settings = provider_settings(app, container.box) if app else {}
-    if "ses" not in settings and "sns" not in settings:
-        raise NotFound("no such callback")
+    settings = await _settings(request, app_id, "ses", "sns")
     endpoint: SnsEndpoint = request.app.state.sns
     try:
         doc = parse_body(await _body(request))
@@ -129,8 +129,7 @@ async def sns_notification(app_id: str, request: Request) -> Response:
         raise Unavailable(f"cannot verify the message yet: {exc}") from None
     except SnsMessageError as exc:
         raise Forbidden(f"not a verifiable Amazon SNS message: {exc}") from None
-    allowed = {arn for name in ("ses", "sns")
-               for arn in settings.get(name, {}).get("receipt_topic_arns") or ()}
+    allowed = {arn for found in settings.values() for arn in found.get("receipt_topic_arns") or ()}
     if allowed and doc.get("TopicArn") not in allowed:
         raise Forbidden("messages from this topic are not accepted for this app")
     kind = doc.get("Type")
