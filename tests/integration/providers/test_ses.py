@@ -21,14 +21,6 @@ REGION = "us-east-1"
 SENDER = "notify@example.com"
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 @dataclass
 class Aws:
     server: MotoServer

@@ -23,14 +23,6 @@ OPTIONS = ProviderOptions(timeout=3.0, max_concurrency=8)
 REGION = "us-east-1"
 
 
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 @dataclass
 class Aws:
     server: MotoServer
