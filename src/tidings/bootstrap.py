@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -14,10 +15,10 @@ from sqlalchemy.engine import make_url
 
 from .adapters.events.webhook_sender import AiohttpWebhookSender
 from .adapters.providers.options import ProviderOptions
-from .adapters.registry import STORES, build_provider, load
+from .adapters.registry import HUBS, STORES, build_provider, load
 from .domain.errors import NotConfigured
 from .domain.retry import RetryPolicy
-from .ports import Clock, ProviderFactory, Store, WebhookSender
+from .ports import Clock, Hub, ProviderFactory, Store, WebhookSender
 from .service.apps import Apps
 from .service.clock import SystemClock
 from .service.delivery import Dispatcher
@@ -30,6 +31,7 @@ from .service.providers import ProviderPool
 from .service.receipts import Receipts
 from .service.secrets import SecretBox
 from .service.sending import Sender
+from .service.stream import Streams
 from .service.users import Users
 from .settings import Settings
 
@@ -54,6 +56,7 @@ class Container:
     events: Events
     receipts: Receipts
     event_dispatcher: EventDispatcher
+    streams: Streams
 
     async def prepare(self) -> str | None:
         """Migrate the schema and make sure an admin key exists; returns a new admin key once."""
@@ -62,10 +65,22 @@ class Container:
         return await self.credentials.ensure_admin(admin)
 
     async def run_workers(self, stop: asyncio.Event) -> None:
-        """The delivery engine and the app-event sender, until `stop` is set."""
-        await asyncio.gather(self.dispatcher.run(stop), self.event_dispatcher.run(stop))
+        """The delivery engine, the app-event sender and the stream log's clean-up, until
+        `stop` is set."""
+        await asyncio.gather(self.dispatcher.run(stop), self.event_dispatcher.run(stop),
+                             self._purge_streams(stop))
+
+    async def _purge_streams(self, stop: asyncio.Event, every: float = 600.0) -> None:
+        while not stop.is_set():
+            try:
+                await self.streams.purge()
+            except Exception:
+                log.exception("could not purge old stream events; trying again later")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
 
     async def close(self) -> None:
+        await self.streams.hub.close()
         await self.providers.close()
         await self.event_dispatcher.close()
         await self.store.close()
@@ -102,7 +117,7 @@ def resolve_secret_key(settings: Settings) -> str:
 
 def build(settings: Settings | None = None, *, store: Store | None = None,
           clock: Clock | None = None, provider_factory: ProviderFactory | None = None,
-          webhook_sender: WebhookSender | None = None,
+          webhook_sender: WebhookSender | None = None, hub: Hub | None = None,
           **_: Any) -> Container:
     settings = settings or Settings()
     if store is None:
@@ -139,13 +154,19 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
             timeout=settings.provider_timeout_seconds,
             allow_private_webhooks=settings.allow_private_webhooks)))
     idempotency = Idempotency(store, clock, box)
+    if hub is None:
+        hub = (load(HUBS, "redis", "hub")(settings.redis_url, settings.redis_channel_prefix)
+               if settings.redis_url else load(HUBS, "memory", "hub")())
+    assert hub is not None
+    streams = Streams(store, hub, clock, retention_seconds=settings.stream_retention_seconds)
     return Container(
         settings=settings, store=store, clock=clock, box=box,
         credentials=Credentials(store, clock, box, settings.auth_cache_seconds),
         apps=apps, users=Users(store, clock), events=events,
         receipts=Receipts(store, events), event_dispatcher=event_dispatcher,
         pairing=Pairing(store, clock),
-        inbox=Inbox(store, clock, events), idempotency=idempotency,
-        sender=Sender(store, clock, idempotency, on_queued=dispatcher.wake),
+        inbox=Inbox(store, clock, events, streams), idempotency=idempotency,
+        sender=Sender(store, clock, idempotency, on_queued=dispatcher.wake, streams=streams),
+        streams=streams,
         providers=providers, dispatcher=dispatcher,
     )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +15,7 @@ from .domain.events import AppEvent, EventOutcome
 from .domain.idempotency import IdempotencyRecord
 from .domain.notifications import Delivery, Notification
 from .domain.receipts import Receipt
+from .domain.stream import Kick, StreamEvent, StreamHead
 from .domain.users import AttributeEquals, User
 
 
@@ -138,6 +139,33 @@ class IdempotencyRepo(Protocol):
     async def purge(self, now: datetime) -> int: ...
 
 
+@dataclass(frozen=True)
+class StreamEntry:
+    """A change to report on a user's stream; the log gives it its sequence number."""
+
+    user_id: str
+    type: str
+    data: dict[str, object]
+
+
+class StreamLog(Protocol):
+    """Each user's stream of inbox changes, numbered 1, 2, 3, … per user without holes."""
+
+    async def append(self, app_id: str, entries: Sequence[StreamEntry],
+                     at: datetime) -> list[StreamEvent]:
+        """Number and store the entries (in the order given, per user) in this transaction,
+        after the unread counters moved; each event carries the counts after it."""
+        ...
+    async def since(self, app_id: str, user_id: str, after: int, upto: int | None,
+                    limit: int) -> list[StreamEvent]:
+        """Stored events with `after < seq <= upto`, oldest first."""
+        ...
+    async def head(self, app_id: str, user_id: str) -> StreamHead: ...
+    async def purge(self, before: datetime) -> int:
+        """Forget events older than `before` (a user's newest event is kept)."""
+        ...
+
+
 class Tx(Protocol):
     """One unit of work: everything done through it commits together or not at all."""
 
@@ -149,6 +177,7 @@ class Tx(Protocol):
     deliveries: DeliveryQueue
     idempotency: IdempotencyRepo
     events: EventOutbox
+    stream: StreamLog
 
 
 class Store(Protocol):
@@ -190,6 +219,30 @@ class WebhookSender(Protocol):
     """POSTs one signed app event to the app's webhook URL."""
 
     async def send(self, url: str, secret: str, event_id: str, body: bytes) -> WebhookAnswer: ...
+    async def close(self) -> None: ...
+
+
+class HubSubscription(Protocol):
+    app_id: str
+    user_id: str
+
+
+class Hub(Protocol):
+    """Carries stream events from the process that committed them to every process holding a
+    connection of that user (in process, or between API nodes). Best effort: a lost message
+    is found again by the connection's sequence check, from the store."""
+
+    async def start(self, on_kick: Callable[[Kick], None]) -> None:
+        """Begin; `on_kick` is called on every node for every `kick`."""
+        ...
+    async def publish(self, events: Sequence[StreamEvent]) -> None: ...
+    async def subscribe(self, app_id: str, user_id: str,
+                        deliver: Callable[[StreamEvent], None]) -> HubSubscription:
+        """Returns once every event published from now on reaches `deliver` (called on the
+        event loop, never concurrently, and it must not block)."""
+        ...
+    async def unsubscribe(self, subscription: HubSubscription) -> None: ...
+    async def kick(self, kick: Kick) -> None: ...
     async def close(self) -> None: ...
 
 

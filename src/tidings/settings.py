@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(2.0, gt=0)
     retry_cap_seconds: float = Field(3600.0, gt=0)
 
+    # Cluster mode: API nodes share stream events through Redis pub/sub (redis://host:6379/0).
+    redis_url: str | None = Field(None, pattern=r"^rediss?://")
+    redis_channel_prefix: str = Field("tidings", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
+    # Real-time streams (WebSocket and server-sent events).
+    stream_heartbeat_seconds: float = Field(20.0, ge=1, le=300)
+    stream_buffer_events: int = Field(256, ge=8, le=100_000)  # per connection, then 4408
+    stream_max_frame_bytes: int = Field(4096, ge=256, le=1024 * 1024)  # from clients, then 1009
+    stream_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
+    stream_recheck_seconds: float = Field(30.0, ge=1, le=3600)  # revoked keys, other nodes
+    # Browser origins allowed to call the API (CORS), e.g. ["https://app.example.com"].
+    cors_origins: list[str] = Field(default_factory=list)
+
     log_level: str = "INFO"
 
     @field_validator("database_url")

@@ -25,8 +25,13 @@ STORES: dict[str, str] = {
     "postgresql": "tidings.adapters.store.sql.store:SqlStore",
 }
 
+HUBS: dict[str, str] = {
+    "memory": "tidings.adapters.hub.memory:MemoryHub",
+    "redis": "tidings.adapters.hub.redis:RedisHub",
+}
+
 # The extra that brings each optional module's dependencies.
-EXTRAS: dict[str, str] = {"asyncpg": "postgres", "aiobotocore": "aws", "botocore": "aws"}
+EXTRAS: dict[str, str] = {"asyncpg": "postgres", "aiobotocore": "aws", "botocore": "aws", "redis": "redis"}
 
 
 def load(table: dict[str, str], name: str, what: str) -> Any:

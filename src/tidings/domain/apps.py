@@ -27,6 +27,7 @@ class Principal:
     app_id: str | None = None
     user_id: str | None = None
     key_id: str | None = None
+    expires_at: float | None = None  # a user token's `exp` (seconds since the epoch)
 
     @property
     def is_admin(self) -> bool:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -79,6 +81,25 @@ async def _start(settings: Settings, *, admin: bool) -> Container:
     return container
 
 
+def _server_class() -> type:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """Ends open streams as soon as the server is asked to stop: the server waits for open
+        responses before it stops, and an event stream never ends by itself."""
+
+        def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+            super().__init__(config)
+            self._on_exit = on_exit
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            super().handle_exit(sig, frame)
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_soon_threadsafe(self._on_exit)
+
+    return Server
+
+
 @cli.command()
 def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
@@ -91,20 +112,28 @@ def serve(
 
     from .http.app import create_app
 
+    _Server = _server_class()
+
     settings = _settings()
     _logging(settings.log_level)
 
     async def main() -> None:
         container = await _start(settings, admin=True)
         app = create_app(container, run_worker=worker, close_container=True)
+        # Streams: no permessage-deflate (it costs ~45 KiB of zlib state per connection, for
+        # events of a few hundred bytes); client frames are small; pings are the heartbeat.
         config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(),
-                                access_log=False, proxy_headers=True, server_header=False)
+                                access_log=False, proxy_headers=True, server_header=False,
+                                ws="websockets-sansio", ws_per_message_deflate=False,
+                                ws_max_size=settings.stream_max_frame_bytes,
+                                ws_ping_interval=settings.stream_heartbeat_seconds,
+                                ws_ping_timeout=settings.stream_heartbeat_seconds)
         err.print(f"Tidings {__version__} on http://{host}:{port} "
                   f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}"
                   f"{', with worker' if worker else ''})")
         # What is loaded by now lives as long as the process: keep the collector off it.
         gc.freeze()
-        await uvicorn.Server(config).serve()
+        await _Server(config, app.state.streams.shutdown).serve()
 
     _run(main())
 

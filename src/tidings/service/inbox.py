@@ -12,6 +12,7 @@ from ..domain.pagination import check_limit, decode_cursor, page_of
 from ..domain.webhooks import iso
 from ..ports import Clock, InboxQuery, Store
 from .events import Events
+from .stream import Streams
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,10 @@ def _cursor_id(cursor: str | None) -> str | None:
 
 
 class Inbox:
-    def __init__(self, store: Store, clock: Clock, events: Events | None = None) -> None:
+    def __init__(self, store: Store, clock: Clock, events: Events | None = None,
+                 streams: Streams | None = None) -> None:
         self._store = store
+        self._streams = streams
         self._clock = clock
         self._events = events
 
@@ -72,6 +75,12 @@ class Inbox:
             if read_now and self._events:
                 await self._events.emit(tx, app, "notification.read", {
                     "notification_id": found.id, "user_id": user_id, "read_at": iso(now)}, now)
+            streamed = (await self._streams.read(tx, app_id, user_id, {
+                "notification_id": found.id, "read_at": iso(now)})
+                if read_now and self._streams else [])
+        if streamed:
+            assert self._streams is not None
+            await self._streams.publish(streamed)
         return found
 
     async def read_all(self, app_id: str, user_id: str, channel: str | None = None,
@@ -85,6 +94,13 @@ class Inbox:
                 await self._events.emit(tx, app, "notification.read_all", {
                     "user_id": user_id, "channel": channel, "updated": updated,
                     "until": iso(until) if until else None, "read_at": iso(now)}, now)
+            streamed = (await self._streams.read(tx, app_id, user_id, {
+                "all": True, "channel": channel, "until": iso(until) if until else None,
+                "updated": updated, "read_at": iso(now)})
+                if updated and self._streams else [])
+        if streamed:
+            assert self._streams is not None
+            await self._streams.publish(streamed)
         return updated
 
     async def get(self, app_id: str, notification_id: str) -> Notification:

@@ -95,6 +95,12 @@ class Credentials:
             if key is not None and key.app_id == app_id:
                 self._keys.drop(key_hash)
 
+    async def is_active(self, key_id: str) -> bool:
+        """Whether the key still exists unrevoked (asked of open streams now and then)."""
+        async with self._store.reader() as tx:
+            key = await tx.keys.get(key_id)
+        return key is not None and key.revoked_at is None
+
     async def revoke(self, app_id: str, key_id: str) -> None:
         async with self._store.transaction() as tx:
             key = await tx.keys.get(key_id)
@@ -191,5 +197,7 @@ class Credentials:
             sub = claims["sub"]
             if not isinstance(sub, str) or not is_user_id(sub):
                 raise Unauthenticated("the user token's sub is not a user id")
-            return Principal(CredentialKind.USER, app_id, sub, key_id)
+            exp = claims["exp"]
+            return Principal(CredentialKind.USER, app_id, sub, key_id,
+                             float(exp) if isinstance(exp, int | float) else None)
         raise Unauthenticated("the user token's signature does not match a key of its app")

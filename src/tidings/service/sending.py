@@ -20,6 +20,7 @@ from ..domain.notifications import (
 from ..ports import Clock, Store
 from .batching import GroupCommit
 from .idempotency import Answer, Idempotency, Replay
+from .stream import Streams
 
 MAX_USER_IDS = 1000
 Render = Callable[[list[Notification]], tuple[int, bytes]]
@@ -40,19 +41,26 @@ class _Write:
 
 class Sender:
     def __init__(self, store: Store, clock: Clock, idempotency: Idempotency,
-                 on_queued: Callable[[], None] = lambda: None, max_batch: int = 256) -> None:
+                 on_queued: Callable[[], None] = lambda: None, max_batch: int = 256,
+                 streams: Streams | None = None) -> None:
         self._store = store
+        self._streams = streams
         self._clock = clock
         self._idempotency = idempotency
         self._on_queued = on_queued
         self._writer: GroupCommit[_Write] = GroupCommit(self._write, max_batch)
 
     async def _write(self, writes: Sequence[_Write]) -> None:
+        items = [n for w in writes for n in w.notifications]
         async with self._store.transaction() as tx:
-            await tx.notifications.add_many([n for w in writes for n in w.notifications])
+            await tx.notifications.add_many(items)
             for w in writes:
                 if w.record is not None:
                     await tx.idempotency.put(w.record)
+            events = await self._streams.created(tx, items) if self._streams else []
+        if events:
+            assert self._streams is not None
+            await self._streams.publish(events)
 
     async def recipients(self, app: App, audience: Audience, channels: Sequence[str]) -> list[Recipient]:
         if not audience.user_ids:

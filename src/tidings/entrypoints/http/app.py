@@ -7,10 +7,14 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Gauge
+from starlette.middleware.cors import CORSMiddleware
+from starlette.routing import WebSocketRoute
 
 from ... import __version__
 from ...bootstrap import Container
+from ..stream import sse, ws
+from ..stream.registry import StreamRegistry
 from . import errors
 from .auth import RateLimiter
 from .middleware import Metrics, RequestGuard
@@ -22,12 +26,16 @@ def create_app(container: Container, *, run_worker: bool = False,
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
+        await container.streams.hub.start(registry.kick)
+        watcher = asyncio.create_task(registry.run(stop), name="tidings-streams")
         worker = (asyncio.create_task(container.run_workers(stop), name="tidings-worker")
                   if run_worker else None)
         try:
             yield
         finally:
+            registry.shutdown()
             stop.set()
+            await watcher
             if worker is not None:
                 await worker
             await app.state.sns.close()
@@ -38,15 +46,28 @@ def create_app(container: Container, *, run_worker: bool = False,
                   description="One notification service for every app: devices, push, SMS, "
                   "e-mail and an in-app inbox per user.")
     app.state.container = container
+    settings = container.settings
+    registry = StreamRegistry(container.credentials, container.clock,
+                              heartbeat=settings.stream_heartbeat_seconds,
+                              recheck=settings.stream_recheck_seconds)
+    app.state.streams = registry
     app.state.sns = callbacks.SnsEndpoint()
     app.state.rate_limiter = RateLimiter(container.settings.rate_limit_per_second,
                                          container.settings.rate_limit_burst)
-    registry = CollectorRegistry()
-    app.state.metrics_registry = registry
+    metrics = CollectorRegistry()
+    app.state.metrics_registry = metrics
+    Gauge("tidings_stream_connections", "Open streams (WebSocket and event stream)",
+          registry=metrics).set_function(lambda: len(registry.listeners))
     errors.install(app)
     # The hottest paths first: routes are matched in order.
-    for module in (notifications, inbox, users, apps, callbacks, ops):
+    for module in (notifications, inbox, users, apps, callbacks, ops, sse):
         app.include_router(module.router)
+    app.router.routes.append(WebSocketRoute("/v1/users/{user_id}/stream", ws.stream))
     app.add_middleware(RequestGuard, max_bytes=container.settings.max_body_bytes)
-    app.add_middleware(Metrics, registry=registry)
+    app.add_middleware(Metrics, registry=metrics)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins,
+                           allow_methods=["GET", "POST", "PUT", "DELETE"],
+                           allow_headers=["Authorization", "Content-Type", "Idempotency-Key",
+                                          "Last-Event-ID"], max_age=600)
     return app

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.apps import ApiKey, App
 from ....domain.errors import StoreConflict
-from . import counters
+from . import counters, stream
 from .rows import app_from, app_values, key_from, opt_ms, to_ms
 from .schema import (
     api_keys,
@@ -54,6 +54,7 @@ class SqlApps:
             await self._c.execute(delete(table).where(table.c.app_id == app_id))
         await self._c.execute(delete(idempotency_keys).where(idempotency_keys.c.scope == app_id))
         await counters.forget(self._c, app_id)
+        await stream.forget(self._c, app_id)
         result = await self._c.execute(delete(apps).where(apps.c.id == app_id))
         return bool(result.rowcount)
 

@@ -179,6 +179,22 @@ inbox_counters = Table(
     Column("unread_in_app", Integer, nullable=False),
     Column("unread_sms", Integer, nullable=False),
     Column("unread_email", Integer, nullable=False),
+    # The user's stream: the number of the last event (stream_events.seq), taken on this row so
+    # that one user's events are numbered in commit order, without holes.
+    Column("stream_seq", BigInteger, nullable=False, server_default=text("0")),
+)
+
+# Each user's stream of inbox changes, kept for a while so that a client that was away can be
+# brought up to date (`Last-Event-ID`, `?after=`).
+stream_events = Table(
+    "stream_events", metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(256), primary_key=True),
+    Column("seq", BigInteger, primary_key=True),
+    Column("type", String(32), nullable=False),
+    Column("data", Json, nullable=False),
+    Column("created_at", Ms, nullable=False),
+    Index("ix_stream_events_created", "created_at"),
 )
 
 # Outgoing app webhooks (Standard Webhooks): an outbox written in the transaction of the change

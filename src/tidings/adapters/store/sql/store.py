@@ -21,6 +21,7 @@ from .events import SqlEvents
 from .idempotency import SqlIdempotency
 from .notifications import SqlNotifications
 from .queue import SqlQueue
+from .stream import SqlStream
 from .users import SqlDevices, SqlUsers
 
 _SQLITE_PRAGMAS = (
@@ -108,6 +109,7 @@ class SqlTx:
         self.deliveries = SqlQueue(conn)
         self.idempotency = SqlIdempotency(conn)
         self.events = SqlEvents(conn)
+        self.stream = SqlStream(conn)
 
 
 class SqlStore:

@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ....domain.devices import Device
 from ....domain.errors import StoreConflict
 from ....domain.users import AttributeEquals, User
-from . import counters
+from . import counters, stream
 from .rows import device_from, device_values, opt_ms, to_ms, user_from
 from .schema import deliveries, devices, notifications, users
 
@@ -93,6 +93,7 @@ class SqlUsers:
         u = await self._c.execute(delete(users).where(
             users.c.app_id == app_id, users.c.id == user_id))
         await counters.forget(self._c, app_id, user_id)
+        await stream.forget(self._c, app_id, user_id)
         return bool(d.rowcount or n.rowcount or v.rowcount or u.rowcount)
 
     def _attribute_clause(self, f: AttributeEquals) -> ColumnElement[bool]:

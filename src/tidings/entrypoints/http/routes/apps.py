@@ -11,6 +11,7 @@ from starlette.responses import Response
 from ....domain.apps import CredentialKind
 from ....domain.errors import FieldError, ValidationFailed
 from ....domain.pagination import decode_cursor, page_of
+from ....domain.stream import CLOSE_GONE, CLOSE_UNAUTHENTICATED, Kick
 from ....domain.validation import check_app_id
 from ....ports import Tx
 from ....service.apps import AppChanges
@@ -88,6 +89,7 @@ async def delete_app(app_id: str, request: Request, caller: Caller) -> Response:
     require_admin(caller)
     await services(request).apps.delete(app_id)
     services(request).credentials.forget_app(app_id)
+    await services(request).streams.kick(Kick(CLOSE_GONE, "the app was deleted", app_id=app_id))
     return Response(status_code=204)
 
 
@@ -123,4 +125,6 @@ async def revoke_key(app_id: str, key_id: str, request: Request, caller: Caller)
     """Revokes the key at once; user tokens signed with its signing secret stop working too."""
     require_admin(caller)
     await services(request).credentials.revoke(app_id, key_id)
+    await services(request).streams.kick(Kick(CLOSE_UNAUTHENTICATED, "the key was revoked",
+                                              app_id=app_id, key_id=key_id))
     return Response(status_code=204)

@@ -12,6 +12,7 @@ from ....domain.apps import route
 from ....domain.devices import Device
 from ....domain.errors import ValidationFailed
 from ....domain.pagination import decode_cursor, page_of
+from ....domain.stream import CLOSE_GONE, Kick
 from ....domain.users import attribute_filters
 from ....ports import Tx
 from ....service.idempotency import Replay
@@ -61,6 +62,8 @@ async def delete_user(user_id: str, request: Request, caller: Caller) -> Respons
     app_id = require_backend(caller)
     _, uid = user_scope(caller, user_id)
     await services(request).users.delete(app_id, uid)
+    await services(request).streams.kick(Kick(CLOSE_GONE, "the user was deleted",
+                                              app_id=app_id, user_id=uid))
     return Response(status_code=204)
 
 

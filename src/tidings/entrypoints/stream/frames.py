@@ -1,0 +1,46 @@
+"""Stream events as the text a client receives: rendered once per event, whatever the number
+of connections it goes to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ...domain.stream import UNREAD_COUNT, StreamEvent
+
+
+def _dump(doc: dict[str, Any]) -> str:
+    return orjson.dumps(doc).decode()
+
+
+def event(ev: StreamEvent) -> str:
+    text = ev.wire.get("event")
+    if text is None:
+        text = ev.wire["event"] = _dump(
+            {"id": str(ev.seq), "type": ev.type, "data": ev.data})
+    return text
+
+
+def count(ev: StreamEvent) -> str:
+    """The unread counts just after `ev`, under the same id."""
+    text = ev.wire.get("count")
+    if text is None:
+        text = ev.wire["count"] = _dump(
+            unread_doc(ev.seq, ev.unread_in_app, ev.unread))
+    return text
+
+
+def unread_doc(seq: int, in_app: int, total: int) -> dict[str, Any]:
+    return {"id": str(seq), "type": UNREAD_COUNT, "data": {"count": in_app, "total": total}}
+
+
+def unread(seq: int, in_app: int, total: int) -> str:
+    return _dump(unread_doc(seq, in_app, total))
+
+
+def reset(seq: int, reason: str) -> str:
+    return _dump({"id": str(seq), "type": "stream.reset", "data": {"reason": reason}})
+
+
+PONG = _dump({"type": "pong"})

@@ -1,0 +1,159 @@
+"""One open stream (a WebSocket or an event-stream response): the events waiting for it, in
+order, without duplicates, holes filled from the store, and why it must close.
+
+Kept small on purpose: a server holds tens of thousands of these, so there are no tasks, queues
+or events per stream here, only a list and, while the stream waits, one future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from ...domain.stream import (
+    CLOSE_TOO_SLOW,
+    Position,
+    Step,
+    StreamEvent,
+)
+from ...service.stream import Opened, Streams
+from . import frames
+
+log = logging.getLogger("tidings.stream")
+
+# What a stream writes: (event id or None, text). Text "" with no id is a heartbeat.
+Frame = tuple[str | None, str]
+HEARTBEAT: Frame = (None, "")
+
+
+class Listener:
+    __slots__ = (
+        "_extra",
+        "_max",
+        "_pending",
+        "_streams",
+        "_waiter",
+        "_writer",
+        "app_id",
+        "closing",
+        "expires_at",
+        "key_id",
+        "position",
+        "sending",
+        "user_id",
+    )
+
+    def __init__(self, streams: Streams, app_id: str, user_id: str, key_id: str | None,
+                 expires_at: float | None, max_events: int) -> None:
+        self.app_id = app_id
+        self.user_id = user_id
+        self.key_id = key_id
+        self.expires_at = expires_at
+        self.position = Position(0)
+        self.closing: tuple[int, str] | None = None
+        self.sending = False  # the writer is inside a send (which waits on a slow client)
+        self._streams = streams
+        self._max = max_events
+        self._pending: list[StreamEvent] | None = None
+        self._extra: list[Frame] | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[object] | None = None
+
+    # -- fed by the hub and the registry (synchronous, on the loop) -----------------------
+    def deliver(self, ev: StreamEvent) -> None:
+        if self.closing is not None:
+            return
+        pending = self._pending
+        if pending is None:
+            pending = self._pending = []
+        elif len(pending) >= self._max:
+            self.close(CLOSE_TOO_SLOW, f"more than {self._max} events waited for the client")
+            return
+        pending.append(ev)
+        self._wake()
+
+    def push(self, frame: Frame) -> None:
+        """A frame that is not an event (a pong, a heartbeat)."""
+        if self.closing is not None:
+            return
+        extra = self._extra
+        if extra is None:
+            self._extra = [frame]
+        elif len(extra) < 16:  # heartbeats and pongs that pile up say nothing more
+            extra.append(frame)
+        self._wake()
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closing is not None:
+            return
+        self.closing = (code, reason)
+        self._pending = self._extra = None
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+        elif self.sending and self._writer is not None:
+            # Stuck writing to a client that does not read: stop waiting for it.
+            self._writer.cancel()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # -- used by the stream's own task ----------------------------------------------------
+    def opening(self, opened: Opened) -> list[Frame]:
+        """The first frames: what was missed (or a reset), then the unread counts."""
+        head = opened.head
+        out: list[Frame] = []
+        if opened.reset:
+            out.append((str(head.seq), frames.reset(
+                head.seq, "the stream no longer holds events from there: reload the inbox")))
+        for ev in opened.replay:
+            out.append((str(ev.seq), frames.event(ev)))
+        out.append((str(head.seq), frames.unread(head.seq, head.unread_in_app, head.unread)))
+        self.position.seq = head.seq
+        return out
+
+    async def next(self) -> list[Frame] | None:
+        """The next frames to write, once there are some; None when the stream must close
+        (`closing` says why)."""
+        self._writer = asyncio.current_task()
+        while True:
+            if self.closing is not None:
+                return None
+            out: list[Frame] = []
+            if self._extra:
+                out.extend(self._extra)
+                self._extra = None
+            if self._pending:
+                batch, self._pending = self._pending, None
+                await self._order(batch, out)
+            if out:
+                return out
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    async def _order(self, batch: list[StreamEvent], out: list[Frame]) -> None:
+        last: StreamEvent | None = None
+        position = self.position
+        for ev in batch:
+            step = position.step(ev.seq)
+            if step is Step.SKIP:
+                continue
+            if step is Step.FILL:
+                for missed in await self._streams.missing(self.app_id, self.user_id,
+                                                          position.seq, ev.seq - 1):
+                    if position.step(missed.seq) is Step.SEND:
+                        out.append((str(missed.seq), frames.event(missed)))
+                        position.seq = missed.seq
+                if position.seq != ev.seq - 1:
+                    log.warning("stream of %s/%s: events %d..%d are gone from the store",
+                                self.app_id, self.user_id, position.seq + 1, ev.seq - 1)
+            out.append((str(ev.seq), frames.event(ev)))
+            position.seq = ev.seq
+            last = ev
+        if last is not None:
+            # One count after a burst says all the counts in between would have.
+            out.append((str(last.seq), frames.count(last)))

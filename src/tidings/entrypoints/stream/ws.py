@@ -1,0 +1,135 @@
+"""`GET /v1/users/{user_id}/stream`: a user's events over a WebSocket.
+
+One task writes (the one the server runs this endpoint in) and one reads the client's frames;
+everything else a stream needs is in its `Listener`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from ...domain.errors import RateLimited, TidingsError
+from ...domain.stream import (
+    CLOSE_GOING_AWAY,
+    CLOSE_POLICY,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHENTICATED,
+    CLOSE_UNSUPPORTED,
+)
+from ..http import errors
+from .access import Access, authorize
+from .frames import PONG
+from .listener import Listener
+from .registry import StreamRegistry
+
+log = logging.getLogger("tidings.stream")
+
+CLIENT_GONE = 0  # not a close code: the client went away, there is nobody to tell
+CLOSE_TRY_LATER = 1013
+_CLOSE_OF = {401: CLOSE_UNAUTHENTICATED, 403: 4403, 404: 4404, 429: CLOSE_TRY_LATER}
+
+
+async def _refuse(ws: WebSocket, exc: TidingsError, header_auth: bool) -> None:
+    """A client that set the Authorization header can read an HTTP answer, so it gets the
+    problem document before the upgrade; a browser (token in the URL) sees only close codes,
+    so it gets the upgrade and at once a close code that says why (4401, …)."""
+    response = errors.from_error(exc)
+    if header_auth and "websocket.http.response" in ws.scope.get("extensions", {}):
+        await ws.send_denial_response(response)
+        return
+    code = _CLOSE_OF.get(response.status_code, CLOSE_POLICY)
+    await ws.accept()
+    await ws.close(code, exc.detail[:120])
+
+
+async def _read(ws: WebSocket, listener: Listener, max_bytes: int) -> None:
+    """The client's frames: `{"type": "ping"}` is answered; anything else closes the stream."""
+    while True:
+        message = await ws.receive()
+        if message["type"] == "websocket.disconnect":
+            listener.close(CLIENT_GONE, "the client closed the connection")
+            return
+        text = message.get("text")
+        if text is None:
+            listener.close(CLOSE_UNSUPPORTED, "send text frames of JSON")
+            return
+        if len(text) > max_bytes:
+            listener.close(CLOSE_TOO_BIG, f"frames from clients are at most {max_bytes} bytes")
+            return
+        try:
+            doc = orjson.loads(text)
+        except orjson.JSONDecodeError:
+            listener.close(CLOSE_UNSUPPORTED, "a frame is not JSON")
+            return
+        if isinstance(doc, dict) and doc.get("type") == "ping":
+            listener.push((None, PONG))
+        else:
+            listener.close(CLOSE_UNSUPPORTED, 'a client sends only {"type": "ping"}')
+            return
+
+
+async def stream(ws: WebSocket) -> None:
+    container = ws.app.state.container
+    registry: StreamRegistry = ws.app.state.streams
+    header_auth = "authorization" in ws.headers
+    try:
+        if registry.shutting_down:
+            raise RateLimited("the server is shutting down; reconnect", retry_after=1)
+        access: Access = await authorize(container, ws.app.state.rate_limiter,
+                                         ws.path_params["user_id"], ws.headers, ws.query_params)
+    except TidingsError as exc:
+        await _refuse(ws, exc, header_auth)
+        return
+    settings = container.settings
+    listener = Listener(container.streams, access.app_id, access.user_id, access.key_id,
+                        access.expires_at, settings.stream_buffer_events)
+    try:
+        opened = await container.streams.open(access.app_id, access.user_id, access.after,
+                                              listener.deliver)
+    except TidingsError as exc:
+        await _refuse(ws, exc, header_auth)
+        return
+    registry.add(listener)
+    reader: asyncio.Task[None] | None = None
+    task = asyncio.current_task()
+    try:
+        await ws.accept()
+        reader = asyncio.create_task(_read(ws, listener, settings.stream_max_frame_bytes))
+        send = ws.send
+        batch: list[tuple[str | None, str]] | None = listener.opening(opened)
+        while batch is not None:
+            listener.sending = True
+            for _, text in batch:
+                await send({"type": "websocket.send", "text": text})
+            listener.sending = False
+            batch = await listener.next()
+        code, reason = listener.closing or (CLOSE_GOING_AWAY, "")
+        if code != CLIENT_GONE:
+            await ws.close(code, reason)
+    except asyncio.CancelledError:
+        # Cancelled by the listener because the client stopped reading; anything else (the
+        # server stopping) goes on up.
+        if listener.closing is None or task is None or task.uncancel() > 0:
+            raise
+        log.info("closing the stream of %s/%s: %s", access.app_id, access.user_id,
+                 listener.closing[1])
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(ws.close(*listener.closing), 2.0)
+    except (WebSocketDisconnect, OSError, RuntimeError):
+        pass  # the client went away while we wrote
+    finally:
+        registry.remove(listener)
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        await container.streams.close(opened.subscription)
+        if ws.client_state is WebSocketState.CONNECTING:
+            with contextlib.suppress(Exception):
+                await ws.close(CLOSE_GOING_AWAY)
+
