@@ -29,6 +29,7 @@ from .registry import StreamRegistry
 
 log = logging.getLogger("tidings.stream")
 
+CLOSE_WAIT_SECONDS = 5.0
 CLIENT_GONE = 0  # not a close code: the client went away, there is nobody to tell
 CLOSE_TRY_LATER = 1013
 _CLOSE_OF = {401: CLOSE_UNAUTHENTICATED, 403: 4403, 404: 4404, 429: CLOSE_TRY_LATER}
@@ -118,8 +119,10 @@ async def stream(ws: WebSocket) -> None:
             raise
         log.info("closing the stream of %s/%s: %s", access.app_id, access.user_id,
                  listener.closing[1])
+        # The close frame waits behind what the client has not read yet; a client that reads
+        # again soon learns why, one that does not is dropped all the same.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(*listener.closing), 2.0)
+            await asyncio.wait_for(ws.close(*listener.closing), CLOSE_WAIT_SECONDS)
     except (WebSocketDisconnect, OSError, RuntimeError):
         pass  # the client went away while we wrote
     finally:

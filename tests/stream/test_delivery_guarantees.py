@@ -1,0 +1,122 @@
+"""What the stream promises when things go wrong: no event for a rolled-back change, a lost
+publish filled in from the store, a slow client cut off instead of buffering without end."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from typing import Any
+
+import pytest
+from websockets.exceptions import ConnectionClosed
+
+from tests.conftest import create_app_with_key, make_settings
+from tests.stream.conftest import Live, frame, open_stream, quiet
+from tests.stream.test_websocket import send, token
+from tidings.adapters.store.sql.idempotency import SqlIdempotency
+
+
+@pytest.fixture
+def settings() -> Any:
+    return make_settings(stream_buffer_events=8)
+
+
+async def test_rolled_back_send_publishes_nothing(live: Live, monkeypatch: Any) -> None:
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
+        await frame(ws)
+
+        async def broken(self: Any, record: Any) -> None:
+            raise RuntimeError("the disk is full")
+
+        monkeypatch.setattr(SqlIdempotency, "put", broken)
+        r = await live.client.post("/v1/notifications", headers={
+            **shop["headers"], "Idempotency-Key": "k1"}, json={
+            "to": {"user_id": "ada"}, "title": "never", "channels": ["in_app"]})
+        assert r.status_code == 500
+        await quiet(ws)
+        monkeypatch.undo()
+        await send(live, shop, ["ada"], "next")
+        got = await frame(ws)
+        assert (got["id"], got["data"]["title"]) == ("1", "next")  # no hole where it was
+
+
+async def test_lost_publish_is_filled_from_the_store(live: Live, container: Any,
+                                                     monkeypatch: Any) -> None:
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    hub = container.streams.hub
+    real = hub.publish
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
+        await frame(ws)
+
+        async def lossy(events: Any) -> None:
+            return None
+
+        monkeypatch.setattr(hub, "publish", lossy)
+        await send(live, shop, ["ada"], "lost")
+        await quiet(ws)
+        monkeypatch.setattr(hub, "publish", real)
+        await send(live, shop, ["ada"], "found")
+        got = [await frame(ws) for _ in range(3)]
+        assert [(g["id"], g["type"]) for g in got] == [
+            ("1", "notification.created"), ("2", "notification.created"), ("2", "unread_count")]
+        assert [g["data"].get("title") for g in got[:2]] == ["lost", "found"]
+        assert got[2]["data"]["count"] == 2
+
+
+async def test_slow_client_is_disconnected_not_buffered(live: Live, container: Any) -> None:
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    big = "x" * 16_000
+    # A client that reads nothing: a small receive window, and no reading ahead.
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", int(live.http.rsplit(":", 1)[1])))
+    sock.setblocking(False)
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}", max_queue=1,
+                           sock=sock) as ws:
+        await frame(ws)
+        # The client reads nothing while some megabytes of events pile up.
+        registry = live.app.state.streams
+        [listener] = registry.listeners
+        for i in range(400):
+            await send(live, shop, ["ada"], f"n{i}", body=big)
+            if listener.closing:
+                break
+        assert listener.closing and listener.closing[0] == 4408, "the stream was never cut off"
+        # What was already on the way arrives, then the close frame that says why.
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                await frame(ws, timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
+        for _ in range(100):
+            if not registry.listeners:
+                break
+            await asyncio.sleep(0.1)
+        assert not registry.listeners
+    assert container.settings.stream_buffer_events == 8
+
+
+async def test_an_event_published_twice_arrives_once(live: Live, container: Any,
+                                                     monkeypatch: Any) -> None:
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    hub = container.streams.hub
+    real = hub.publish
+
+    async def twice(events: Any) -> None:
+        await real(events)
+        await real(events)
+
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
+        await frame(ws)
+        monkeypatch.setattr(hub, "publish", twice)
+        await send(live, shop, ["ada"], "once")
+        await send(live, shop, ["ada"], "twice")
+        got = [await frame(ws) for _ in range(4)]
+        assert [(g["id"], g["type"]) for g in got] == [
+            ("1", "notification.created"), ("1", "unread_count"),
+            ("2", "notification.created"), ("2", "unread_count")]
+        await quiet(ws)
