@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -86,3 +87,22 @@ async def test_event_stream_refusals(live: Live) -> None:
     r = await live.client.get("/v1/users/me/events", params={"token": tok},
                               headers={"Last-Event-ID": "-1"})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "after"
+
+
+async def test_a_client_that_goes_away_leaves_nothing_behind(live: Live, container: Any) -> None:
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    registry = live.app.state.streams
+    for _ in range(3):
+        async with httpx.AsyncClient(base_url=live.http, timeout=5) as other:
+            async with other.stream("GET", "/v1/users/me/events", params={"token": tok}) as r:
+                it = events(r.aiter_lines())
+                await next_event(it)
+                await next_event(it)
+    assert len(registry.listeners) <= 3
+    for _ in range(50):  # the next heartbeat finds them gone
+        if not registry.listeners:
+            break
+        await asyncio.sleep(0.1)
+    assert not registry.listeners
+    assert not container.streams.hub._subscribers  # the hub forgot them too
