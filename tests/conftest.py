@@ -56,6 +56,22 @@ def require_postgres() -> str:
     pytest.skip(message + "; set TIDINGS_TEST_POSTGRES_URL to run these tests")
 
 
+REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def require_redis() -> str:
+    parsed = urlparse(REDIS_URL)
+    try:
+        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379),
+                                      timeout=1):
+            return REDIS_URL
+    except OSError:
+        message = f"Redis is not reachable at {parsed.hostname}:{parsed.port or 6379}"
+        if ON_CI:
+            pytest.fail(message + " (CI=true: the cluster-mode tests must run)")
+        pytest.skip(message + "; set TIDINGS_TEST_REDIS_URL to run these tests")
+
+
 async def _drop_schema(schema: str) -> None:
     import asyncpg
 

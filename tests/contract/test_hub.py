@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -28,29 +27,15 @@ import orjson
 import pytest
 from redis.asyncio import Redis
 
-from tests.conftest import ON_CI
+from tests.conftest import REDIS_URL, require_redis
 from tidings.adapters.hub.memory import MemoryHub
 from tidings.adapters.hub.redis import RedisHub
 from tidings.domain.errors import Unavailable
 from tidings.domain.stream import CLOSE_UNAUTHENTICATED, CREATED, READ, Kick, StreamEvent
 from tidings.ports import Hub
 
-REDIS_URL = os.environ.get("TIDINGS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 WAIT = 10.0  # a deadline for what should take milliseconds, not a measurement
 AT = datetime(2026, 11, 21, 9, 30, 15, 123456, tzinfo=UTC)
-
-
-def require_redis() -> str:
-    parsed = urlparse(REDIS_URL)
-    try:
-        with socket.create_connection((parsed.hostname or "127.0.0.1", parsed.port or 6379),
-                                      timeout=1):
-            return REDIS_URL
-    except OSError:
-        message = f"Redis is not reachable at {parsed.hostname}:{parsed.port or 6379}"
-        if ON_CI:
-            pytest.fail(message + " (CI=true: the cluster-mode tests must run)")
-        pytest.skip(message + "; set TIDINGS_TEST_REDIS_URL to run these tests")
 
 
 def event(user: str = "alice", seq: int = 1, app: str = "acme", kind: str = CREATED,

@@ -59,8 +59,8 @@ async def live(container: Container) -> AsyncIterator[Live]:
                 await asyncio.wait_for(task, 15)
 
 
-async def frame(ws: ClientConnection, timeout: float = 5.0) -> dict[str, Any]:
-    doc: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), timeout))
+async def frame(ws: ClientConnection, wait: float = 5.0) -> dict[str, Any]:
+    doc: dict[str, Any] = orjson.loads(await asyncio.wait_for(ws.recv(), wait))
     return doc
 
 

@@ -89,7 +89,7 @@ async def test_slow_client_is_disconnected_not_buffered(live: Live, container: A
         # What was already on the way arrives, then the close frame that says why.
         with pytest.raises(ConnectionClosed) as closed:
             while True:
-                await frame(ws, timeout=10)
+                await frame(ws, wait=10)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
         for _ in range(100):
             if not registry.listeners:

@@ -94,11 +94,11 @@ async def test_a_client_that_goes_away_leaves_nothing_behind(live: Live, contain
     tok = await token(live, shop, "ada")
     registry = live.app.state.streams
     for _ in range(3):
-        async with httpx.AsyncClient(base_url=live.http, timeout=5) as other:
-            async with other.stream("GET", "/v1/users/me/events", params={"token": tok}) as r:
-                it = events(r.aiter_lines())
-                await next_event(it)
-                await next_event(it)
+        async with httpx.AsyncClient(base_url=live.http, timeout=5) as other, \
+                other.stream("GET", "/v1/users/me/events", params={"token": tok}) as r:
+            it = events(r.aiter_lines())
+            await next_event(it)
+            await next_event(it)
     assert len(registry.listeners) <= 3
     for _ in range(50):  # the next heartbeat finds them gone
         if not registry.listeners:

@@ -153,9 +153,7 @@ class RedisHub:
                                      retry=Retry(NoBackoff(), 1), **common)
         self._pool = ConnectionPool.from_url(self._url, client_name=f"{self.name}:sub",
                                              retry=Retry(NoBackoff(), 0), **common)
-        loop = asyncio.get_running_loop()
-        self._kick_ready = loop.create_future()
-        self._first_attempt = loop.create_future()
+        self._first_attempt = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(self._read_forever(), name=f"hub reader {self.name}")
         try:
             await asyncio.wait_for(asyncio.shield(self._first_attempt), self._timeout * 2)
@@ -279,6 +277,7 @@ class RedisHub:
         delay = 0.0
         while True:
             conn = self._pool.connection_class(**self._pool.connection_kwargs)
+            worked = False
             try:
                 await self._open(conn)
                 await self._read(conn)
@@ -287,10 +286,10 @@ class RedisHub:
             except Exception:
                 log.exception("the Redis hub's reader failed")
             finally:
-                await self._lost(conn)
+                worked = await self._lost(conn)
             self._settle(self._first_attempt)
-            if self._kick_ready is not None and self._kick_ready.done():
-                delay = 0.0  # it was working: try again soon
+            if worked:
+                delay = 0.0  # try again soon; back off only while attempts keep failing
             delay = min(self._max_backoff, delay * 2) if delay else 0.1
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
@@ -325,7 +324,10 @@ class RedisHub:
             pinged = False
             self._handle(response)
 
-    async def _lost(self, conn: AbstractConnection) -> None:
+    async def _lost(self, conn: AbstractConnection) -> bool:
+        """Forgets the connection; says whether it had worked (Redis confirmed the kick channel)."""
+        worked = self._kick_ready is not None and self._kick_ready.done()
+        self._kick_ready = None
         if self._conn is conn:
             self._conn = None
         self._expected = {}
@@ -338,6 +340,7 @@ class RedisHub:
             await conn.disconnect(nowait=True)
         except (RedisError, OSError) as exc:
             log.debug("closing the lost Redis connection: %s", exc)
+        return worked
 
     def _handle(self, response: Any) -> None:
         if not isinstance(response, list) or len(response) < 2:

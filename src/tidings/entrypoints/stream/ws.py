@@ -32,7 +32,8 @@ log = logging.getLogger("tidings.stream")
 CLOSE_WAIT_SECONDS = 5.0
 CLIENT_GONE = 0  # not a close code: the client went away, there is nobody to tell
 CLOSE_TRY_LATER = 1013
-_CLOSE_OF = {401: CLOSE_UNAUTHENTICATED, 403: 4403, 404: 4404, 429: CLOSE_TRY_LATER}
+_CLOSE_OF = {401: CLOSE_UNAUTHENTICATED, 403: 4403, 404: 4404, 429: CLOSE_TRY_LATER,
+             503: CLOSE_TRY_LATER}
 
 
 async def _refuse(ws: WebSocket, exc: TidingsError, header_auth: bool) -> None:
