@@ -207,3 +207,17 @@ async def test_client_frames(live: Live, shop: dict[str, Any]) -> None:
     # The server is fine afterwards.
     async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
         assert (await frame(ws))["type"] == "unread_count"
+
+
+async def test_a_stream_closes_when_its_token_expires(live: Live, shop: dict[str, Any],
+                                                      clock: Any) -> None:
+    r = await live.client.post("/v1/users/ada/tokens", headers=shop["headers"],
+                               json={"ttl": 60})
+    assert r.status_code == 200, r.text
+    async with open_stream(live, f"/v1/users/me/stream?token={r.json()['token']}") as ws:
+        await frame(ws)
+        clock.advance(61)
+        with pytest.raises(ConnectionClosed) as closed:
+            await frame(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+        assert "expired" in closed.value.rcvd.reason
