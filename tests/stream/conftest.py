@@ -18,6 +18,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from tidings.bootstrap import Container
 from tidings.entrypoints.http.app import create_app
+from tidings.entrypoints.stream.front import Front
+from tidings.entrypoints.stream.wsprotocol import WebSocketProtocol
 
 
 @dataclass
@@ -39,8 +41,8 @@ async def live(container: Container) -> AsyncIterator[Live]:
     app = create_app(container)
     port = _free_port()
     s = container.settings
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                            ws="websockets-sansio", ws_per_message_deflate=False,
+    config = uvicorn.Config(Front(app), host="127.0.0.1", port=port, log_level="warning",
+                            ws=WebSocketProtocol, ws_per_message_deflate=False,
                             ws_max_size=s.stream_max_frame_bytes, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -43,6 +43,9 @@ def _settings() -> Settings:
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # A line per WebSocket connection only when debugging.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("tidings.stream.protocol").setLevel(logging.WARNING)
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -111,6 +114,8 @@ def serve(
     import uvicorn
 
     from .http.app import create_app
+    from .stream.front import Front
+    from .stream.wsprotocol import WebSocketProtocol
 
     _Server = _server_class()
 
@@ -122,9 +127,10 @@ def serve(
         app = create_app(container, run_worker=worker, close_container=True)
         # Streams: no permessage-deflate (it costs ~45 KiB of zlib state per connection, for
         # events of a few hundred bytes); client frames are small; pings are the heartbeat.
-        config = uvicorn.Config(app, host=host, port=port, log_level=settings.log_level.lower(),
+        config = uvicorn.Config(Front(app), host=host, port=port,
+                                log_level=settings.log_level.lower(),
                                 access_log=False, proxy_headers=True, server_header=False,
-                                ws="websockets-sansio", ws_per_message_deflate=False,
+                                ws=WebSocketProtocol, ws_per_message_deflate=False,
                                 ws_max_size=settings.stream_max_frame_bytes,
                                 ws_ping_interval=settings.stream_heartbeat_seconds,
                                 ws_ping_timeout=settings.stream_heartbeat_seconds)

@@ -1,0 +1,409 @@
+"""The lean WebSocket protocol under a real uvicorn server, on both event loops Tidings runs on,
+against the `websockets` client and, where the test must misbehave on the wire, a raw socket."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import gc
+import logging
+import os
+import socket
+import struct
+import sys
+import types
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+import uvicorn
+import uvloop
+from uvicorn.protocols.utils import ClientDisconnected
+from websockets.asyncio.client import connect
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.http11 import Request, Response
+
+from tidings.entrypoints.stream.wsprotocol import WebSocketProtocol
+
+App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+GUARD = 10  # seconds: only a hang reaches it
+
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+
+
+def on_both_loops(test: Callable[[], Coroutine[Any, Any, None]]) -> Callable[[str], None]:
+    """Run the test on the plain asyncio loop and on uvloop (what `tidings serve` runs)."""
+
+    @pytest.mark.parametrize("loop", list(LOOPS))
+    def run(loop: str) -> None:
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.run(test())
+
+    run.__name__, run.__doc__ = test.__name__, test.__doc__
+    return run
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def serving(app: App, **options: Any) -> AsyncIterator[str]:
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, ws=WebSocketProtocol, lifespan="off",
+                            log_level="warning", timeout_graceful_shutdown=5, **options)
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, GUARD)
+
+
+class Seen:
+    """What the app saw, for the test to wait on."""
+
+    def __init__(self) -> None:
+        self.events: asyncio.Queue[Any] = asyncio.Queue()
+
+    def put(self, item: Any) -> None:
+        self.events.put_nowait(item)
+
+    async def next(self) -> Any:
+        return await asyncio.wait_for(self.events.get(), GUARD)
+
+
+def accepting(seen: Seen, **accept: Any) -> App:
+    """Accept, echo every message, record the scope and the disconnect."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        seen.put(scope)
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept", **accept})
+        seen.put(send.__self__)
+        while (message := await receive())["type"] == "websocket.receive":
+            if message.get("text") == "close-4401":
+                await send({"type": "websocket.close", "code": 4401, "reason": "bad token"})
+                continue
+            await send({"type": "websocket.send", "text": message.get("text"), "bytes": message.get("bytes")})
+        seen.put(message)
+        seen.put(await receive())  # asked again after the disconnect: the same answer
+
+    return app
+
+
+# A raw client: the handshake, and frames written and read by hand.
+
+async def raw_connect(url: str, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = socket.socket()
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(url.rsplit(":", 1)[1])))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    key = base64.b64encode(os.urandom(16))
+    writer.write(b"GET /raw HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return reader, writer
+
+
+def masked(opcode: int, payload: bytes) -> bytes:
+    assert len(payload) < 126
+    mask = os.urandom(4)
+    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
+            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+
+
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    first, second = await asyncio.wait_for(reader.readexactly(2), GUARD)
+    length = second & 0x7F
+    if length == 126:
+        (length,) = struct.unpack("!H", await reader.readexactly(2))
+    elif length == 127:
+        (length,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(length)
+
+
+# Tests
+
+
+@on_both_loops
+async def test_echo_text_bytes_and_fragmented_messages() -> None:
+    seen = Seen()
+    async with serving(accepting(seen)) as url, connect(url + "/v1/stream?after=7",
+                                                        additional_headers={"X-Probe": "1"}) as ws:
+        scope = await seen.next()
+        assert (scope["type"], scope["path"], scope["query_string"]) == ("websocket", "/v1/stream", b"after=7")
+        assert (b"x-probe", b"1") in scope["headers"]
+        assert scope["extensions"] == {"websocket.http.response": {}}
+        await ws.send("héllo")
+        assert await ws.recv() == "héllo"
+        await ws.send(b"\x00\xff")
+        assert await ws.recv() == b"\x00\xff"
+        await ws.send(["ab", "cd", "é"])
+        assert await ws.recv() == "abcdé"
+        await ws.send([b"\x01", b"\x02"])
+        assert await ws.recv() == b"\x01\x02"
+        pong = await ws.ping(b"hi")
+        assert await asyncio.wait_for(pong, GUARD) >= 0
+
+
+@on_both_loops
+async def test_accept_subprotocol_and_headers_and_never_deflate() -> None:
+    seen = Seen()
+    app = accepting(seen, subprotocol="two", headers=[(b"x-stream", b"yes")])
+    async with serving(app) as url, connect(url, subprotocols=["one", "two"]) as ws:  # type: ignore[list-item]
+        scope = await seen.next()
+        assert scope["subprotocols"] == ["one", "two"]
+        assert ws.subprotocol == "two"
+        assert ws.response is not None
+        assert ws.response.headers["x-stream"] == "yes"
+        # The client offered permessage-deflate, as browsers do: it is declined.
+        assert any(name == b"sec-websocket-extensions" for name, _ in scope["headers"])
+        assert "Sec-WebSocket-Extensions" not in ws.response.headers
+
+
+@on_both_loops
+async def test_close_codes_both_ways() -> None:
+    seen = Seen()
+    async with serving(accepting(seen)) as url:
+        async with connect(url) as ws:
+            await seen.next()
+            await ws.send("close-4401")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd is not None
+            assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (4401, "bad token")
+            await seen.next()
+            disconnect = await seen.next()
+            assert (disconnect["code"], disconnect["reason"]) == (4401, "bad token")
+            assert await seen.next() == disconnect
+
+        async with connect(url) as ws:
+            await seen.next()
+            await seen.next()
+            await ws.close(4000, "bye")
+            disconnect = await seen.next()
+            assert disconnect == {"type": "websocket.disconnect", "code": 4000, "reason": "bye"}
+            assert await seen.next() == disconnect
+
+
+@on_both_loops
+async def test_an_app_that_returns_or_fails_after_accepting_closes_1000_or_1011() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        if scope["path"] == "/fail":
+            raise ValueError("boom")
+
+    async with serving(app) as url:
+        for path, code in (("/return", 1000), ("/fail", 1011)):
+            async with connect(url + path) as ws:
+                with pytest.raises(ConnectionClosed) as closed:
+                    await ws.recv()
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == code, path
+
+
+@on_both_loops
+async def test_a_message_over_max_size_closes_with_1009() -> None:
+    seen = Seen()
+    async with serving(accepting(seen), ws_max_size=1024) as url, connect(url) as ws:
+        await ws.send("x" * 1024)
+        assert await ws.recv() == "x" * 1024
+        await ws.send("x" * 1025)
+        with pytest.raises(ConnectionClosed) as closed:
+            await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        await seen.next()
+        await seen.next()
+        assert (await seen.next())["code"] == 1009
+
+
+@on_both_loops
+async def test_invalid_utf8_closes_with_1007() -> None:
+    seen = Seen()
+    async with serving(accepting(seen)) as url:
+        reader, writer = await raw_connect(url)
+        writer.write(masked(0x1, b"\xff\xfe"))
+        opcode, payload = await read_frame(reader)
+        assert (opcode, payload[:2]) == (0x8, struct.pack("!H", 1007))
+        assert await asyncio.wait_for(reader.read(), GUARD) == b""
+        writer.close()
+        await seen.next()
+        await seen.next()
+        assert (await seen.next())["code"] == 1007
+
+
+@on_both_loops
+async def test_denial_response_before_accept() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert "websocket.http.response" in scope["extensions"]
+        await receive()
+        await send({"type": "websocket.http.response.start", "status": 401,
+                    "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+        await send({"type": "websocket.http.response.body", "body": b'{"error":', "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b'"nope"}'})
+
+    async with serving(app) as url:
+        with pytest.raises(InvalidStatus) as denied:
+            await connect(url)
+    response = denied.value.response
+    assert response.status_code == 401
+    assert response.body == b'{"error":"nope"}'
+    assert response.headers["content-type"] == "application/json"
+    assert response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-length"] == "16"
+
+
+@on_both_loops
+async def test_close_before_accept_is_403_and_failure_before_accept_is_500() -> None:
+    seen = Seen()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        if scope["path"] == "/close":
+            await send({"type": "websocket.close", "code": 4401})
+            seen.put(await receive())
+        elif scope["path"] == "/raise":
+            raise ValueError("boom")
+        # "/return": returns without an answer
+
+    async with serving(app) as url:
+        for path, status in (("/close", 403), ("/raise", 500), ("/return", 500)):
+            with pytest.raises(InvalidStatus) as denied:
+                await connect(url + path)
+            assert denied.value.response.status_code == status, path
+        assert (await seen.next())["type"] == "websocket.disconnect"
+
+
+@on_both_loops
+async def test_send_waits_while_the_client_does_not_read_and_a_disconnect_unblocks_it() -> None:
+    seen = Seen()
+    progress = {"sent": 0}
+    chunk = b"x" * 65536
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        seen.put(send.__self__)
+        try:
+            for _ in range(2000):  # 128 MiB if nothing waits
+                await send({"type": "websocket.send", "bytes": chunk})
+                progress["sent"] += 1
+            seen.put("sent everything")
+        except ClientDisconnected as exc:
+            seen.put(exc)
+        seen.put(await receive())
+
+    async with serving(app) as url:
+        reader, writer = await raw_connect(url, rcvbuf=4096)  # and never read
+        protocol = await seen.next()
+        for _ in range(GUARD * 100):
+            if protocol.drain is not None or progress["sent"] == 2000:
+                break
+            await asyncio.sleep(0.01)
+        assert protocol.drain is not None, "the transport never paused"
+        stalled = progress["sent"]
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        assert progress["sent"] == stalled < 2000
+        assert seen.events.empty()
+        assert protocol.transport.get_write_buffer_size() <= 4 * len(chunk)
+
+        writer.transport.abort()  # the client goes away with unread data
+        assert isinstance(await seen.next(), ClientDisconnected)
+        disconnect = await seen.next()
+        assert disconnect["type"] == "websocket.disconnect"
+        assert disconnect["code"] == 1005
+        del reader
+
+
+@on_both_loops
+async def test_a_client_that_drops_the_connection_gets_a_disconnect() -> None:
+    seen = Seen()
+    async with serving(accepting(seen)) as url:
+        _, writer = await raw_connect(url)
+        await seen.next()
+        protocol = await seen.next()
+        writer.close()
+        disconnect = await seen.next()
+        assert (disconnect["type"], disconnect["code"]) == ("websocket.disconnect", 1005)
+        with pytest.raises(ClientDisconnected):
+            await protocol.send({"type": "websocket.send", "text": "late"})
+
+
+@on_both_loops
+async def test_keepalive_pings_and_closes_1011_without_a_pong() -> None:
+    seen = Seen()
+    async with serving(accepting(seen), ws_ping_interval=0.05, ws_ping_timeout=0.5) as url:
+        reader, writer = await raw_connect(url)
+        for _ in range(3):
+            opcode, payload = await read_frame(reader)
+            assert opcode == 0x9
+            writer.write(masked(0xA, payload))
+        opcode, _ = await read_frame(reader)
+        assert opcode == 0x9  # and no pong this time
+        opcode, payload = await read_frame(reader)
+        assert (opcode, payload[:2]) == (0x8, struct.pack("!H", 1011))
+        assert await asyncio.wait_for(reader.read(), GUARD) == b""
+        writer.close()
+        await seen.next()
+        await seen.next()
+        assert (await seen.next())["code"] == 1011
+
+
+@on_both_loops
+async def test_nothing_of_the_handshake_is_kept() -> None:
+    seen = Seen()
+    async with serving(accepting(seen)) as url, connect(url) as ws:
+        await seen.next()
+        protocol = await seen.next()
+        await ws.send("x")
+        assert await ws.recv() == "x"
+        kept = [type(o).__name__ for o in _reachable(protocol) if isinstance(o, Request | Response | Headers)]
+        assert kept == []
+        assert not hasattr(protocol, "__dict__")
+
+
+def _reachable(protocol: WebSocketProtocol) -> list[object]:
+    """What a connection holds of its own: all it reaches, short of what it shares with others
+    (config, server state, transport, loop, futures, modules, classes, functions, loggers)."""
+    shared = {id(protocol.config), id(protocol.server_state), id(protocol.app_state),
+              id(protocol.transport)} | {id(vars(m)) for m in list(sys.modules.values())}
+    opaque = (type, types.ModuleType, types.FunctionType, types.CodeType, types.BuiltinFunctionType,
+              logging.Logger, asyncio.AbstractEventLoop, asyncio.Future)
+    todo: list[object] = [protocol]
+    found: dict[int, object] = {}
+    while todo:
+        obj = todo.pop()
+        if id(obj) in found or id(obj) in shared or isinstance(obj, opaque):
+            continue
+        found[id(obj)] = obj
+        todo.extend(gc.get_referents(obj))
+    return list(found.values())
+
+
+@on_both_loops
+async def test_server_shutdown_closes_with_1001() -> None:
+    seen = Seen()
+    async with serving(accepting(seen)) as url:
+        ws = await connect(url)
+        await seen.next()
+        await seen.next()
+    with pytest.raises(ConnectionClosed) as closed:
+        await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert (await seen.next())["code"] == 1001
