@@ -148,7 +148,7 @@ async def test_echo_text_bytes_and_fragmented_messages() -> None:
         scope = await seen.next()
         assert (scope["type"], scope["path"], scope["query_string"]) == ("websocket", "/v1/stream", b"after=7")
         assert (b"x-probe", b"1") in scope["headers"]
-        assert scope["extensions"] == {"websocket.http.response": {}}
+        assert set(scope["extensions"]) == {"websocket.http.response", "tidings.send_now"}
         await ws.send("héllo")
         assert await ws.recv() == "héllo"
         await ws.send(b"\x00\xff")
@@ -321,6 +321,7 @@ async def test_send_waits_while_the_client_does_not_read_and_a_disconnect_unbloc
             await asyncio.sleep(0.01)
         assert progress["sent"] == stalled < 2000
         assert seen.events.empty()
+        assert protocol.send_now(["not now"]) is False  # pushing back: nothing written
         assert protocol.transport.get_write_buffer_size() <= 4 * len(chunk)
 
         writer.transport.abort()  # the client goes away with unread data
@@ -329,6 +330,27 @@ async def test_send_waits_while_the_client_does_not_read_and_a_disconnect_unbloc
         assert disconnect["type"] == "websocket.disconnect"
         assert disconnect["code"] == 1005
         del reader
+
+
+@on_both_loops
+async def test_send_now_writes_at_once_only_on_an_open_connection() -> None:
+    seen = Seen()
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        send_now = scope["extensions"]["tidings.send_now"]["send"]
+        await receive()
+        seen.put(send_now(["too early"]))
+        await send({"type": "websocket.accept"})
+        seen.put(send_now(["one", "two"]))
+        await send({"type": "websocket.close", "code": 4000})
+        seen.put(send_now(["too late"]))
+
+    async with serving(app) as url, connect(url) as ws:
+        assert [await seen.next() for _ in range(3)] == [False, True, False]
+        assert [await ws.recv(), await ws.recv()] == ["one", "two"]
+        with pytest.raises(ConnectionClosed):
+            await ws.recv()
+        assert ws.close_code == 4000
 
 
 @on_both_loops

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from ...domain.stream import (
     CLOSE_TOO_SLOW,
@@ -36,6 +37,7 @@ class Listener:
         "_writer",
         "app_id",
         "closing",
+        "direct",
         "expires_at",
         "key_id",
         "position",
@@ -58,10 +60,20 @@ class Listener:
         self._extra: list[Frame] | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[object] | None = None
+        # Writes frames at once if the connection can take them without waiting (see deliver).
+        self.direct: Callable[[list[str]], bool] | None = None
 
     # -- fed by the hub and the registry (synchronous, on the loop) -----------------------
     def deliver(self, ev: StreamEvent) -> None:
         if self.closing is not None:
+            return
+        waiter = self._waiter
+        if (self.direct is not None and waiter is not None and not waiter.done()
+                and not self._pending and not self._extra
+                and self.position.step(ev.seq) is Step.SEND
+                and self.direct([frames.event(ev), frames.count(ev)])):
+            # The writer is idle and the client keeps up: written here, no task woken.
+            self.position.seq = ev.seq
             return
         pending = self._pending
         if pending is None:

@@ -26,6 +26,7 @@ from .access import Access, authorize
 from .frames import PONG
 from .listener import Listener
 from .registry import StreamRegistry
+from .wsprotocol import SEND_NOW
 
 log = logging.getLogger("tidings.stream")
 
@@ -102,6 +103,7 @@ async def stream(ws: WebSocket) -> None:
     try:
         await ws.accept()
         reader = asyncio.create_task(_read(ws, listener, settings.stream_max_frame_bytes))
+        listener.direct = ws.scope.get("extensions", {}).get(SEND_NOW, {}).get("send")
         send = ws.send
         batch: list[tuple[str | None, str]] | None = listener.opening(opened)
         while batch is not None:
