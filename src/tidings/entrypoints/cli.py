@@ -59,6 +59,15 @@ def _run(main: Coroutine[Any, Any, None]) -> None:
         runner.run(main)
 
 
+def _collect_less() -> None:
+    """Collect the young generation after 20,000 allocations instead of 700: a send of 1,000
+    notifications lives through hundreds of young collections at the default, which moves its
+    objects to the old generation just before they die, and every few sends the collector then
+    walks all old objects, with every open stream's among them (about 30 % of a broadcast's
+    CPU with 10,000 streams open)."""
+    gc.set_threshold(20_000, 20, 10)
+
+
 def _fail(exc: Exception) -> typer.Exit:
     err.print(f"[red]error:[/] {exc}")
     return typer.Exit(1)
@@ -139,6 +148,7 @@ def serve(
                   f"{', with worker' if worker else ''})")
         # What is loaded by now lives as long as the process: keep the collector off it.
         gc.freeze()
+        _collect_less()
         await _Server(config, app.state.streams.shutdown).serve()
 
     _run(main())
@@ -155,6 +165,7 @@ def worker_command() -> None:
     async def main() -> None:
         container = await _start(settings, admin=False)
         gc.freeze()
+        _collect_less()
         await run_worker(container)
 
     _run(main())
