@@ -14,12 +14,23 @@ from ...domain.devices import Device
 from ...domain.notifications import Delivery, Notification
 from ...domain.users import User
 
+_last: tuple[datetime | None, str | None] = (None, None)
+
 
 def ts(value: datetime | None) -> str | None:
-    """RFC 3339, UTC, milliseconds, `Z` (times in Tidings are always UTC)."""
+    """RFC 3339, UTC, milliseconds, `Z` (times in Tidings are always UTC).
+
+    The last answer is kept: the items of one send (up to 1,000) share their time object, and
+    formatting it again for each was a sixteenth of answering the send."""
+    global _last
     if value is None:
         return None
-    return value.isoformat(timespec="milliseconds")[:23] + "Z"
+    last_value, last_text = _last
+    if value is last_value:
+        return last_text
+    text = value.isoformat(timespec="milliseconds")[:23] + "Z"
+    _last = (value, text)
+    return text
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
