@@ -25,7 +25,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.http11 import Request, Response
 
-from tidings.entrypoints.stream.wsprotocol import WebSocketProtocol
+from tidings.entrypoints.stream.wsprotocol import WebSocketProtocol, text_frames
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 GUARD = 10  # seconds: only a hang reaches it
@@ -321,7 +321,7 @@ async def test_send_waits_while_the_client_does_not_read_and_a_disconnect_unbloc
             await asyncio.sleep(0.01)
         assert progress["sent"] == stalled < 2000
         assert seen.events.empty()
-        assert protocol.send_now(["not now"]) is False  # pushing back: nothing written
+        assert protocol.send_now(text_frames(["not now"])) is False  # pushing back: nothing written
         assert protocol.transport.get_write_buffer_size() <= 4 * len(chunk)
 
         writer.transport.abort()  # the client goes away with unread data
@@ -339,15 +339,15 @@ async def test_send_now_writes_at_once_only_on_an_open_connection() -> None:
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         send_now = scope["extensions"]["tidings.send_now"]["send"]
         await receive()
-        seen.put(send_now(["too early"]))
+        seen.put(send_now(text_frames(["too early"])))
         await send({"type": "websocket.accept"})
-        seen.put(send_now(["one", "two"]))
+        seen.put(send_now(text_frames(["one", "é" * 200, "x" * 70_000])))
         await send({"type": "websocket.close", "code": 4000})
-        seen.put(send_now(["too late"]))
+        seen.put(send_now(text_frames(["too late"])))
 
     async with serving(app) as url, connect(url) as ws:
         assert [await seen.next() for _ in range(3)] == [False, True, False]
-        assert [await ws.recv(), await ws.recv()] == ["one", "two"]
+        assert [await ws.recv() for _ in range(3)] == ["one", "é" * 200, "x" * 70_000]
         with pytest.raises(ConnectionClosed):
             await ws.recv()
         assert ws.close_code == 4000

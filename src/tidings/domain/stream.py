@@ -48,7 +48,7 @@ class StreamEvent:
     unread: int = 0  # every channel
     unread_in_app: int = 0  # the in-app feed (the bell)
     # What the hub and the connections share: the event rendered once for every listener.
-    wire: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    wire: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

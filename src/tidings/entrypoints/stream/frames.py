@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from ...domain.stream import UNREAD_COUNT, StreamEvent
+from .wsprotocol import text_frames
 
 
 def _dump(doc: dict[str, Any]) -> str:
@@ -29,6 +30,17 @@ def count(ev: StreamEvent) -> str:
         text = ev.wire["count"] = _dump(
             unread_doc(ev.seq, ev.unread_in_app, ev.unread))
     return text
+
+
+def ws_pair(ev: StreamEvent) -> bytes:
+    """The event and its counts as two WebSocket frames, made once for every connection of
+    the user (straight from the JSON bytes: a broadcast makes one of these per recipient)."""
+    data = ev.wire.get("ws")
+    if data is None:
+        data = ev.wire["ws"] = text_frames([
+            orjson.dumps({"id": str(ev.seq), "type": ev.type, "data": ev.data}),
+            orjson.dumps(unread_doc(ev.seq, ev.unread_in_app, ev.unread))])
+    return data
 
 
 def unread_doc(seq: int, in_app: int, total: int) -> dict[str, Any]:

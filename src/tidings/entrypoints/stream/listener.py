@@ -61,7 +61,7 @@ class Listener:
         self._waiter: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[object] | None = None
         # Writes frames at once if the connection can take them without waiting (see deliver).
-        self.direct: Callable[[list[str]], bool] | None = None
+        self.direct: Callable[[bytes], bool] | None = None
 
     # -- fed by the hub and the registry (synchronous, on the loop) -----------------------
     def deliver(self, ev: StreamEvent) -> None:
@@ -71,7 +71,7 @@ class Listener:
         if (self.direct is not None and waiter is not None and not waiter.done()
                 and not self._pending and not self._extra
                 and self.position.step(ev.seq) is Step.SEND
-                and self.direct([frames.event(ev), frames.count(ev)])):
+                and self.direct(frames.ws_pair(ev))):
             # The writer is idle and the client keeps up: written here, no task woken.
             self.position.seq = ev.seq
             return

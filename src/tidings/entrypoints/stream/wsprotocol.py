@@ -46,6 +46,24 @@ from websockets.server import ServerProtocol
 
 Message = dict[str, Any]
 logger = logging.getLogger("uvicorn.error")
+
+
+def text_frames(texts: list[str] | list[bytes]) -> bytes:
+    """Server-to-client text messages (str, or bytes that are UTF-8 already) as WebSocket
+    frames (RFC 6455 5.2: final, unmasked, no extension, since this protocol never negotiates
+    one), ready for `send_now`."""
+    out = bytearray()
+    for text in texts:
+        payload = text.encode() if isinstance(text, str) else text
+        n = len(payload)
+        if n < 126:
+            out += bytes((0x81, n))
+        elif n < 65536:
+            out += bytes((0x81, 126)) + n.to_bytes(2, "big")
+        else:
+            out += bytes((0x81, 127)) + n.to_bytes(8, "big")
+        out += payload
+    return bytes(out)
 # The ASGI extension under which a connection offers `send_now` (see there).
 SEND_NOW = "tidings.send_now"
 # The sans-I/O layer says "connection open"/"closed" at INFO for every connection: per-connection
@@ -416,20 +434,15 @@ class WebSocketProtocol(asyncio.Protocol):
                 self.transport.resume_reading()
         return message
 
-    def send_now(self, texts: list[str]) -> bool:
-        """Write text messages at once, in one write, if the connection is open and not
-        pushing back; False (nothing written) otherwise, and the caller sends them the ASGI
-        way. A broadcast writes to thousands of idle connections from one loop this way,
-        without waking a task per connection."""
+    def send_now(self, frames: bytes) -> bool:
+        """Write ready-made frames (`text_frames`) at once if the connection is open and not
+        pushing back; False (nothing written) otherwise, and the caller sends the ASGI way.
+        A broadcast frames each event once and writes it to thousands of idle connections
+        from one loop this way, without waking a task per connection."""
         if self.phase != _OPEN or self.lost or self.drain is not None \
-                or self.transport.is_closing():
+                or self.conn.state is not OPEN or self.transport.is_closing():
             return False
-        try:
-            for text in texts:
-                self.conn.send_text(text.encode())
-        except InvalidState:
-            return False
-        self._flush()
+        self.transport.write(frames)
         return True
 
     async def send(self, message: Message) -> None:
