@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -120,3 +121,40 @@ async def test_an_event_published_twice_arrives_once(live: Live, container: Any,
             ("1", "notification.created"), ("1", "unread_count"),
             ("2", "notification.created"), ("2", "unread_count")]
         await quiet(ws)
+
+
+async def test_a_hole_that_cannot_be_filled_becomes_a_reset(live: Live, container: Any,
+                                                            monkeypatch: Any) -> None:
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    hub = container.streams.hub
+    real = hub.publish
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
+        await frame(ws)
+
+        async def lossy(events: Any) -> None:
+            return None
+
+        monkeypatch.setattr(hub, "publish", lossy)
+        await send(live, shop, ["ada"], "lost and purged")
+        monkeypatch.setattr(hub, "publish", real)
+        async with container.store.transaction() as tx:  # gone from the store as well
+            await tx.stream.purge(container.clock.now() + timedelta(seconds=1))
+        container.clock.advance(1)
+        await send(live, shop, ["ada"], "after the hole")
+        got = [await frame(ws) for _ in range(3)]
+        assert [(g["id"], g["type"]) for g in got] == [
+            ("1", "stream.reset"), ("2", "notification.created"), ("2", "unread_count")]
+
+
+async def test_a_deleted_user_made_again_continues_the_numbers(live: Live) -> None:
+    shop = await create_app_with_key(live.client, "shop")
+    await send(live, shop, ["ada"], "first life")
+    assert (await live.client.delete("/v1/users/ada", headers=shop["headers"])).status_code == 204
+    tok = await token(live, shop, "ada")
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
+        assert await frame(ws) == {"id": "1", "type": "unread_count",
+                                   "data": {"count": 0, "total": 0}}
+        await send(live, shop, ["ada"], "second life")
+        got = await frame(ws)
+        assert (got["id"], got["data"]["title"]) == ("2", "second life")

@@ -106,3 +106,18 @@ async def test_a_client_that_goes_away_leaves_nothing_behind(live: Live, contain
         await asyncio.sleep(0.1)
     assert not registry.listeners
     assert not container.streams.hub._subscribers  # the hub forgot them too
+
+
+async def test_last_event_id_wins_over_the_after_of_the_url(live: Live) -> None:
+    """EventSource reconnects to the URL it was given, with the newer Last-Event-ID."""
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    for title in ("one", "two", "three"):
+        await send(live, shop, ["ada"], title)
+    async with live.client.stream("GET", "/v1/users/me/events",
+                                  params={"token": tok, "after": "1"},
+                                  headers={"Last-Event-ID": "2"}) as r:
+        it = events(r.aiter_lines())
+        await next_event(it)  # retry
+        got = await next_event(it)
+        assert got["id"] == "3" and got["data"]["data"]["title"] == "three"

@@ -132,9 +132,13 @@ async def test_events_purged_from_the_store_mean_reset(live: Live, shop: dict[st
     tok = await token(live, shop, "ada")
     for title in ("a", "b", "c"):
         await send(live, shop, ["ada"], title)
-    clock.advance(container.settings.stream_retention_seconds + 1)
+    clock.advance(2)
     await send(live, shop, ["ada"], "d")
+    # The retention has passed for a, b and c (the clock is moved for the store only: tokens
+    # are checked against the real time).
+    clock.advance(container.settings.stream_retention_seconds - 1)
     assert await container.streams.purge() == 3
+    clock.advance(-container.settings.stream_retention_seconds + 1)
     async with open_stream(live, f"/v1/users/me/stream?token={tok}&after=1") as ws:
         assert (await frame(ws))["type"] == "stream.reset"
     async with open_stream(live, f"/v1/users/me/stream?token={tok}&after=3") as ws:
@@ -221,3 +225,28 @@ async def test_a_stream_closes_when_its_token_expires(live: Live, shop: dict[str
             await frame(ws)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
         assert "expired" in closed.value.rcvd.reason
+
+
+async def test_an_expired_token_is_refused_although_requests_allow_some_skew(
+        live: Live, shop: dict[str, Any], clock: Any) -> None:
+    r = await live.client.post("/v1/users/ada/tokens", headers=shop["headers"], json={"ttl": 60})
+    tok = r.json()["token"]
+    clock.advance(70)  # past exp for the service's clock
+    # A request still passes (PyJWT checks exp with 30 s of leeway, on the wall clock)...
+    assert (await live.client.get("/v1/users/me/notifications",
+                                  headers={"Authorization": f"Bearer {tok}"})).status_code == 200
+    # ...but a stream is not opened only to be closed for it a second later.
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await frame(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4401
+
+
+async def test_a_long_reason_fits_a_close_frame(live: Live, shop: dict[str, Any]) -> None:
+    tok = await token(live, shop, "ada")
+    long_id = "用" * 120
+    async with open_stream(live, f"/v1/users/{long_id}/stream?token={tok}") as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            await frame(ws)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4404
+        assert len(closed.value.rcvd.reason.encode()) <= 123

@@ -142,7 +142,10 @@ def serve(
                                 ws=WebSocketProtocol, ws_per_message_deflate=False,
                                 ws_max_size=settings.stream_max_frame_bytes,
                                 ws_ping_interval=settings.stream_heartbeat_seconds,
-                                ws_ping_timeout=settings.stream_heartbeat_seconds)
+                                ws_ping_timeout=settings.stream_heartbeat_seconds,
+                                # Streams are told to close first; a client that does not
+                                # let go in this time is cut off rather than awaited.
+                                timeout_graceful_shutdown=15)
         err.print(f"Tidings {__version__} on http://{host}:{port} "
                   f"({'SQLite' if settings.is_sqlite else 'PostgreSQL'}"
                   f"{', with worker' if worker else ''})")

@@ -34,6 +34,10 @@ class Opened:
     replay: list[StreamEvent]  # what the client missed, oldest first
     reset: bool  # the resume point is gone (or never was): the client must refetch
 
+    def held(self) -> Opened:
+        """What a connection keeps once it has sent the replay: the subscription."""
+        return Opened(self.subscription, self.head, [], self.reset)
+
 
 class Streams:
     def __init__(self, store: Store, hub: Hub, clock: Clock, *, retention_seconds: int,
@@ -103,6 +107,8 @@ class Streams:
                     return Opened(subscription, head, [], True)
                 replay = await tx.stream.since(app_id, user_id, after, head.seq,
                                                self.replay_limit)
+            if len(replay) != head.seq - after:  # purged meanwhile: a hole in what is kept
+                return Opened(subscription, head, [], True)
             return Opened(subscription, head, replay, False)
         except BaseException:
             await self._hub.unsubscribe(subscription)

@@ -44,11 +44,14 @@ async def authorize(container: Container, limiter: RateLimiter, user_id: str, he
         if not credential:
             raise Unauthenticated("send a user token in ?token= or the Authorization header")
     principal, _ = await container.credentials.authenticate(credential)
+    if principal.expires_at is not None and principal.expires_at <= container.clock.now().timestamp():
+        # Requests accept a token a little past its `exp` (clock skew); a stream would be
+        # closed for it a second later, and the client would reconnect with it again.
+        raise Unauthenticated("the user token has expired; get a new one")
     limiter.check(principal.app_id or "~admin")
     app_id, uid = user_scope(principal, user_id)
-    raw_after = query.get("after")
-    if raw_after is None:
-        raw_after = resume_header
+    # EventSource reconnects to the same URL with the newer Last-Event-ID: it wins over ?after=.
+    raw_after = resume_header if resume_header else query.get("after")
     try:
         after = parse_after(raw_after)
     except ValueError as exc:

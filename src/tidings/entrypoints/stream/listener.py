@@ -25,6 +25,8 @@ log = logging.getLogger("tidings.stream")
 # What a stream writes: (event id or None, text). Text "" with no id is a heartbeat.
 Frame = tuple[str | None, str]
 HEARTBEAT: Frame = (None, "")
+RESET_REASON = "the stream no longer holds events from there: reload the inbox"
+CLOSE_TRY_LATER = 1013
 
 
 class Listener:
@@ -36,6 +38,7 @@ class Listener:
         "_waiter",
         "_writer",
         "app_id",
+        "cancelled_writer",
         "closing",
         "direct",
         "expires_at",
@@ -54,6 +57,7 @@ class Listener:
         self.position = Position(0)
         self.closing: tuple[int, str] | None = None
         self.sending = False  # the writer is inside a send (which waits on a slow client)
+        self.cancelled_writer = False  # close() cancelled that send
         self._streams = streams
         self._max = max_events
         self._pending: list[StreamEvent] | None = None
@@ -104,6 +108,7 @@ class Listener:
             self._waiter.set_result(None)
         elif self.sending and self._writer is not None:
             # Stuck writing to a client that does not read: stop waiting for it.
+            self.cancelled_writer = True
             self._writer.cancel()
 
     def _wake(self) -> None:
@@ -117,8 +122,7 @@ class Listener:
         head = opened.head
         out: list[Frame] = []
         if opened.reset:
-            out.append((str(head.seq), frames.reset(
-                head.seq, "the stream no longer holds events from there: reload the inbox")))
+            out.append((str(head.seq), frames.reset(head.seq, RESET_REASON)))
         for ev in opened.replay:
             out.append((str(ev.seq), frames.event(ev)))
         out.append((str(head.seq), frames.unread(head.seq, head.unread_in_app, head.unread)))
@@ -147,6 +151,29 @@ class Listener:
             finally:
                 self._waiter = None
 
+    async def _fill(self, position: Position, upto: int, out: list[Frame]) -> None:
+        """Read the events before `upto + 1` that did not arrive (a lost pub/sub message). What
+        cannot be filled (too many, or gone from the store) becomes a reset: the client reloads
+        rather than silently missing something."""
+        missed: list[StreamEvent] = []
+        if upto - position.seq <= self._streams.replay_limit:
+            try:
+                missed = await self._streams.missing(self.app_id, self.user_id, position.seq, upto)
+            except Exception:
+                log.exception("stream of %s/%s: could not read missed events",
+                              self.app_id, self.user_id)
+                self.close(CLOSE_TRY_LATER, "the server could not catch up; reconnect")
+                return
+        for ev in missed:
+            if position.step(ev.seq) is Step.SEND:
+                out.append((str(ev.seq), frames.event(ev)))
+                position.seq = ev.seq
+        if position.seq != upto:
+            log.warning("stream of %s/%s: events %d..%d cannot be replayed; reset",
+                        self.app_id, self.user_id, position.seq + 1, upto)
+            out.append((str(upto), frames.reset(upto, RESET_REASON)))
+            position.seq = upto
+
     async def _order(self, batch: list[StreamEvent], out: list[Frame]) -> None:
         last: StreamEvent | None = None
         position = self.position
@@ -155,14 +182,9 @@ class Listener:
             if step is Step.SKIP:
                 continue
             if step is Step.FILL:
-                for missed in await self._streams.missing(self.app_id, self.user_id,
-                                                          position.seq, ev.seq - 1):
-                    if position.step(missed.seq) is Step.SEND:
-                        out.append((str(missed.seq), frames.event(missed)))
-                        position.seq = missed.seq
-                if position.seq != ev.seq - 1:
-                    log.warning("stream of %s/%s: events %d..%d are gone from the store",
-                                self.app_id, self.user_id, position.seq + 1, ev.seq - 1)
+                await self._fill(position, ev.seq - 1, out)
+                if self.closing is not None:
+                    return
             out.append((str(ev.seq), frames.event(ev)))
             position.seq = ev.seq
             last = ev

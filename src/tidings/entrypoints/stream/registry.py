@@ -30,6 +30,8 @@ class StreamRegistry:
         self.listeners.add(listener)
         if heartbeat:
             self.heartbeats.add(listener)
+        if self.shutting_down:  # it opened while the others were being closed
+            listener.close(CLOSE_GOING_AWAY, "the server is shutting down; reconnect")
 
     def remove(self, listener: Listener) -> None:
         self.listeners.discard(listener)

@@ -4,15 +4,18 @@ sends by itself when it reconnects)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Request
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ...domain.errors import RateLimited
+from ...service.stream import Opened
 from .access import authorize
 from .listener import Frame, Listener
 from .registry import StreamRegistry
@@ -20,6 +23,8 @@ from .registry import StreamRegistry
 router = APIRouter(tags=["real time"])
 CLIENT_GONE = 0
 RETRY_MS = 3000
+WRITE_TIMEOUT_SECONDS = 30.0
+log = logging.getLogger("tidings.stream")
 
 
 class EventStream(StreamingResponse):
@@ -32,8 +37,17 @@ class EventStream(StreamingResponse):
         self._cleanup = cleanup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def bounded(message: Message) -> None:
+            # A client that reads nothing for this long holds a task and a subscription, and
+            # would hold up the server's shutdown: it is dropped (it reconnects and resumes).
+            async with asyncio.timeout(WRITE_TIMEOUT_SECONDS):
+                await send(message)
+
         try:
-            await super().__call__(scope, receive, send)
+            await super().__call__(scope, receive, bounded)
+        except TimeoutError:
+            log.info("dropped an event stream whose client read nothing for %.0f s",
+                     WRITE_TIMEOUT_SECONDS)
         finally:
             await self._cleanup()
 
@@ -69,11 +83,18 @@ async def events(user_id: str, request: Request,
     opened = await container.streams.open(access.app_id, access.user_id, access.after,
                                           listener.deliver)
     registry.add(listener, heartbeat=True)
+    held: list[Opened] = [opened]
+    subscription = opened.subscription
+    del opened
 
     async def body() -> AsyncIterator[bytes]:
-        batch: list[Frame] | None = listener.opening(opened)
+        batch: list[Frame] | None = listener.opening(held.pop())  # not kept once sent
         yield f"retry: {RETRY_MS}\n\n".encode() + _encode(batch or [])
-        while (batch := await listener.next()) is not None:
+        while True:
+            batch = None
+            batch = await listener.next()
+            if batch is None:
+                break
             yield _encode(batch)
         if listener.closing and listener.closing[0] != CLIENT_GONE:
             code, reason = listener.closing
@@ -83,6 +104,6 @@ async def events(user_id: str, request: Request,
     async def cleanup() -> None:
         listener.close(CLIENT_GONE, "the response ended")
         registry.remove(listener)
-        await container.streams.close(opened.subscription)
+        await container.streams.close(subscription)
 
     return EventStream(body(), cleanup)

@@ -47,7 +47,8 @@ async def _refuse(ws: WebSocket, exc: TidingsError, header_auth: bool) -> None:
         return
     code = _CLOSE_OF.get(response.status_code, CLOSE_POLICY)
     await ws.accept()
-    await ws.close(code, exc.detail[:120])
+    # A close reason is at most 123 bytes of UTF-8 (the detail may name a long user id).
+    await ws.close(code, exc.detail.encode()[:123].decode("utf-8", "ignore"))
 
 
 async def _read(ws: WebSocket, listener: Listener, max_bytes: int) -> None:
@@ -106,11 +107,13 @@ async def stream(ws: WebSocket) -> None:
         listener.direct = ws.scope.get("extensions", {}).get(SEND_NOW, {}).get("send")
         send = ws.send
         batch: list[tuple[str | None, str]] | None = listener.opening(opened)
+        opened = opened.held()  # the replay is sent: do not keep it for the connection's life
         while batch is not None:
             listener.sending = True
             for _, text in batch:
                 await send({"type": "websocket.send", "text": text})
             listener.sending = False
+            batch = None
             batch = await listener.next()
         code, reason = listener.closing or (CLOSE_GOING_AWAY, "")
         if code != CLIENT_GONE:
@@ -118,14 +121,15 @@ async def stream(ws: WebSocket) -> None:
     except asyncio.CancelledError:
         # Cancelled by the listener because the client stopped reading; anything else (the
         # server stopping) goes on up.
-        if listener.closing is None or task is None or task.uncancel() > 0:
+        closing = listener.closing
+        if (not listener.cancelled_writer or closing is None or task is None
+                or task.uncancel() > 0):
             raise
-        log.info("closing the stream of %s/%s: %s", access.app_id, access.user_id,
-                 listener.closing[1])
+        log.info("closing the stream of %s/%s: %s", access.app_id, access.user_id, closing[1])
         # The close frame waits behind what the client has not read yet; a client that reads
         # again soon learns why, one that does not is dropped all the same.
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(ws.close(*listener.closing), CLOSE_WAIT_SECONDS)
+            await asyncio.wait_for(ws.close(*closing), CLOSE_WAIT_SECONDS)
     except (WebSocketDisconnect, OSError, RuntimeError):
         pass  # the client went away while we wrote
     finally:

@@ -89,7 +89,9 @@ def _header(name: str, value: str) -> tuple[bytes, bytes]:
     pair = _shared.get((name, value))
     if pair is None:
         pair = name.encode("ascii"), value.encode("latin-1", "surrogateescape")
-        if len(_shared) < 4096:
+        # Short values only, and a bounded number: anyone can send headers, before any
+        # authentication, and the table lives as long as the process.
+        if len(value) <= 256 and len(_shared) < 4096:
             _shared[name, value] = pair
     return pair
 

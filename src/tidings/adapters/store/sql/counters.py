@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -41,7 +41,10 @@ def deltas(app_id: str, rows: Iterable[tuple[str, int]], sign: int) -> list[dict
         for bit, name in COLUMNS.items():
             if mask & bit:
                 change[name] += sign
-    return [{"app_id": app_id, "user_id": user, **change} for user, change in per_user.items()]
+    # Users in one order in every transaction, so that two writers never wait on each other's
+    # counter rows in opposite orders (a deadlock on PostgreSQL between two API nodes).
+    return [{"app_id": app_id, "user_id": user, **change}
+            for user, change in sorted(per_user.items())]
 
 
 async def apply(conn: Any, changes: list[dict[str, Any]]) -> None:
@@ -56,6 +59,14 @@ async def read(conn: Any, app_id: str, user_id: str, channel: str | None) -> int
     if channel is None:
         return int(row[0])
     return int(row[1 + list(COLUMNS).index(CHANNEL_BITS[Channel(channel)])])
+
+
+async def zero(conn: Any, app_id: str, user_id: str) -> None:
+    """A deleted user's counts, keeping the row's stream number: a user made again under the
+    same id continues the numbers, so a stream still open somewhere (a lost kick) cannot take
+    the new user's first events for ones it already sent."""
+    await conn.execute(update(t).where(t.c.app_id == app_id, t.c.user_id == user_id)
+                       .values(dict.fromkeys(_COUNT_COLUMNS, 0)))
 
 
 async def forget(conn: Any, app_id: str, user_id: str | None = None) -> None:

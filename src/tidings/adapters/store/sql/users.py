@@ -92,7 +92,7 @@ class SqlUsers:
             devices.c.app_id == app_id, devices.c.user_id == user_id))
         u = await self._c.execute(delete(users).where(
             users.c.app_id == app_id, users.c.id == user_id))
-        await counters.forget(self._c, app_id, user_id)
+        await counters.zero(self._c, app_id, user_id)
         await stream.forget(self._c, app_id, user_id)
         return bool(d.rowcount or n.rowcount or v.rowcount or u.rowcount)
 
