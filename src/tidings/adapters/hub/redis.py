@@ -1,15 +1,25 @@
 """The hub of a cluster: API nodes share stream events through Redis pub/sub.
 
-Each user has a channel, `{prefix}:u:{app_id}:{user_id}`. A node subscribes to it while it holds
-at least one connection of that user, on the one pub/sub connection of the process, so that a
-broadcast to every user costs each node only the messages of its own users. A publisher sends
-each user's events of a batch as one message, and every user of the batch in one pipelined round
-trip. The publishing node receives its events back through Redis like every other node: one way
-in for an event, never two copies.
+The users of an app are spread over `shards` channels, `{prefix}:s:{app_id}:{shard}` with
+`shard = crc32(user_id) % shards`. A node subscribes to a shard channel while it holds at least
+one connection of a user of that shard, on the one pub/sub connection of the process. A publisher
+sends the events of a batch as one message per (app, shard) (of at most MESSAGE_EVENTS events),
+all of them in one round trip: a send to 1,000 users is a handful of messages, and a receiving
+node reads, decodes and dispatches each of them once, rather than once per user. They go in one
+MULTI/EXEC, so that they reach every node back to back: Redis would otherwise interleave the
+large messages of batches published at the same time by several nodes, and every batch would
+finish late instead of one after the other. A node receives the events of every user of the
+shards it listens to, and skips, with one lookup each, those of users it holds no connection of.
+The publishing node receives its events back through Redis like every other node: one way in
+for an event, never two copies.
+
+Every node of a deployment must use the same number of shards: a node with another number
+listens for some of its users on channels where their events are not published (it logs and
+drops the events of its users that it finds on the wrong shard).
 
 Redis is best effort here, like the hub itself. While it cannot be reached, publishing raises
 `Unavailable` (the callers log it), the reader reconnects with back-off and subscribes again to
-every channel that still has a local subscriber, and the connections' sequence check reads from
+every shard channel that still has a local user, and the connections' sequence check reads from
 the store whatever was published meanwhile.
 
 The pub/sub connection is a plain redis-py connection driven here rather than redis-py's PubSub:
@@ -25,6 +35,7 @@ import logging
 import random
 import re
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,40 +59,65 @@ log = logging.getLogger("tidings.hub")
 PREFIX = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 
 # What travels on the channels, as compact JSON arrays (the receiving node knows the names):
-#   a user's events  [FORMAT, app_id, user_id, [[seq, type, data, at, unread, unread_in_app], ...]]
-#   a kick           [FORMAT, node, code, reason, app_id, user_id, key_id]
+#   a shard's events  [FORMAT, app_id, shard,
+#                      [[user_id, seq, type, data, at, unread, unread_in_app], ...]]
+#   a kick            [FORMAT, node, code, reason, app_id, user_id, key_id]
 # A node drops a message of another format, so that nodes of two versions can share a Redis.
-FORMAT = 1
+FORMAT = 2
 
+SHARDS = 16  # shard channels per app, unless the hub is told otherwise
+MAX_SHARDS = 1024
 SUBSCRIBE_BATCH = 1000  # channels per SUBSCRIBE when subscribing again after a reconnect
+# Events per message at most: a node dispatches a message in one go, without letting anything
+# else run, so a send that the store committed together with many others comes as several.
+MESSAGE_EVENTS = 1000
 
 
-def encode_events(app_id: str, user_id: str, events: Sequence[StreamEvent]) -> bytes:
-    return orjson.dumps([FORMAT, app_id, user_id,
-                         [[e.seq, e.type, e.data, e.at, e.unread, e.unread_in_app] for e in events]])
+def shard_of(user_id: str, shards: int) -> int:
+    """The shard of a user: the same on every node and in every version that speaks FORMAT."""
+    return zlib.crc32(user_id.encode()) % shards
 
 
-def decode_events(raw: bytes, app_id: str, user_id: str) -> list[StreamEvent]:
-    """The events of a message on the channel of (app_id, user_id); raises ValueError for
-    anything else, including events of another user."""
+def encode_events(app_id: str, shard: int, events: Sequence[StreamEvent]) -> bytes:
+    return orjson.dumps([FORMAT, app_id, shard,
+                         [[e.user_id, e.seq, e.type, e.data, e.at, e.unread, e.unread_in_app]
+                          for e in events]])
+
+
+def decode_events(raw: bytes, app_id: str, shard: int, shards: int,
+                  wanted: Callable[[str, str], bool]) -> list[StreamEvent]:
+    """The events of a message on the channel of (app_id, shard) whose users are `wanted` (have
+    a subscriber here); the others are skipped unread. Raises ValueError for anything else: a
+    message of another app, shard or format, and a wanted event of the wrong shape or of a user
+    of another shard."""
     doc = orjson.loads(raw)
     if not isinstance(doc, list) or len(doc) != 4 or doc[0] != FORMAT:
         raise ValueError("not a stream message of this version")
-    if doc[1] != app_id or doc[2] != user_id:
-        raise ValueError("the message names another user than its channel")
+    if doc[1] != app_id or type(doc[2]) is not int or doc[2] != shard:
+        raise ValueError("the message names another app or shard than its channel")
     items = doc[3]
     if not isinstance(items, list):
         raise ValueError("no list of events")
     events = []
+    times: dict[str, datetime] = {}  # the events of one send share their time
     for item in items:
-        if not isinstance(item, list) or len(item) != 6:
-            raise ValueError("an event is not a list of six fields")
-        seq, kind, data, at, unread, unread_in_app = item
+        if type(item) is not list or len(item) != 7:
+            raise ValueError("an event is not a list of seven fields")
+        user_id, seq, kind, data, at, unread, unread_in_app = item
+        if type(user_id) is not str:
+            raise ValueError("an event names no user")
+        if not wanted(app_id, user_id):
+            continue
         if not (type(seq) is int and isinstance(kind, str) and isinstance(data, dict)
                 and isinstance(at, str) and type(unread) is int and type(unread_in_app) is int):
             raise ValueError("an event field has the wrong type")
-        events.append(StreamEvent(app_id, user_id, seq, kind, data, datetime.fromisoformat(at),
-                                  unread, unread_in_app))
+        if shard_of(user_id, shards) != shard:
+            raise ValueError(f"user {user_id!r} is not of shard {shard} of {shards} "
+                             "(do all nodes use the same number of shards?)")
+        when = times.get(at)
+        if when is None:
+            when = times[at] = datetime.fromisoformat(at)
+        events.append(StreamEvent(app_id, user_id, seq, kind, data, when, unread, unread_in_app))
     return events
 
 
@@ -104,19 +140,28 @@ def decode_kick(raw: bytes) -> tuple[str, Kick]:
 
 @dataclass(eq=False)
 class _Channel:
-    """A user channel that has local subscribers."""
+    """A shard channel that has local users."""
 
     app_id: str
-    user_id: str
+    shard: int
     ready: asyncio.Future[None]  # done once Redis confirmed the SUBSCRIBE on the current connection
     sent_on: AbstractConnection | None = field(default=None, repr=False)
+    users: int = 0  # the users of the shard with a subscriber here
 
 
 class RedisHub:
-    def __init__(self, url: str, prefix: str = "tidings", *, timeout: float = 2.0,
-                 ping_every: float = 30.0, max_backoff: float = 10.0) -> None:
+    """`shards`: the shard channels of each app, 1 to 1024, the same on every node of a
+    deployment. More shards send a node fewer events of users it does not hold, and a batch as
+    more, smaller messages."""
+
+    def __init__(self, url: str, prefix: str = "tidings", *, shards: int = SHARDS,
+                 timeout: float = 2.0, ping_every: float = 30.0, max_backoff: float = 10.0) -> None:
         if not PREFIX.fullmatch(prefix):
             raise NotConfigured(f"the Redis channel prefix {prefix!r} must match {PREFIX.pattern}")
+        if type(shards) is not int or not 1 <= shards <= MAX_SHARDS:
+            raise NotConfigured(f"the number of Redis hub shards must be 1 to {MAX_SHARDS}, "
+                                f"not {shards!r}")
+        self._shards = shards
         self._url = url
         self._prefix = prefix
         self._timeout = timeout
@@ -166,18 +211,27 @@ class RedisHub:
             return
         if self._redis is None or self._closed:
             raise Unavailable("the Redis hub is not running")
-        groups: dict[tuple[str, str], list[StreamEvent]] = {}
+        shards = self._shards
+        groups: dict[tuple[str, int], list[StreamEvent]] = {}
         for event in events:
-            groups.setdefault((event.app_id, event.user_id), []).append(event)
+            key = (event.app_id, shard_of(event.user_id, shards))
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [event]
+            else:
+                group.append(event)
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for (app_id, user_id), group in groups.items():
-                    try:
-                        payload = encode_events(app_id, user_id, group)
-                    except TypeError:
-                        log.exception("stream events of %s/%s cannot be encoded", app_id, user_id)
-                        continue
-                    pipe.publish(self._channel(app_id, user_id), payload)
+            async with self._redis.pipeline(transaction=True) as pipe:
+                for (app_id, shard), group in groups.items():
+                    channel = self._channel(app_id, shard)
+                    for i in range(0, len(group), MESSAGE_EVENTS):
+                        try:
+                            payload = encode_events(app_id, shard, group[i:i + MESSAGE_EVENTS])
+                        except TypeError:
+                            log.exception("stream events of %s, shard %d, cannot be encoded",
+                                          app_id, shard)
+                            continue
+                        pipe.publish(channel, payload)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise Unavailable(f"could not publish stream events to Redis: {exc}") from exc
@@ -185,15 +239,20 @@ class RedisHub:
     async def subscribe(self, app_id: str, user_id: str, deliver: Deliver) -> Subscription:
         if self._pool is None or self._closed:
             raise Unavailable("the Redis hub is not running")
-        sub, _ = self._local.add(app_id, user_id, deliver)
-        name = self._channel(app_id, user_id)
+        sub, first = self._local.add(app_id, user_id, deliver)
+        shard = shard_of(user_id, self._shards)
+        name = self._channel(app_id, shard)
+        chan = self._channels.get(name)
+        new = chan is None
+        if chan is None:
+            chan = self._channels[name] = _Channel(
+                app_id, shard, asyncio.get_running_loop().create_future())
+        if first:
+            chan.users += 1
         try:
-            chan = self._channels.get(name)
-            if chan is None:
-                chan = self._channels[name] = _Channel(
-                    app_id, user_id, asyncio.get_running_loop().create_future())
+            if new:
                 await self._send_subscribe(name, chan)
-            # A second subscriber of the user waits for the same confirmation as the first.
+            # The other subscribers of the shard wait for the same confirmation as the first.
             await asyncio.wait_for(asyncio.shield(chan.ready), self._timeout)
             if self._closed:
                 raise Unavailable("the Redis hub was closed")
@@ -207,11 +266,16 @@ class RedisHub:
 
     async def unsubscribe(self, subscription: HubSubscription) -> None:
         if not self._local.remove(subscription):
-            return
-        name = self._channel(subscription.app_id, subscription.user_id)
-        chan = self._channels.pop(name, None)
+            return  # the user has other subscribers here (or this one was removed already)
+        name = self._channel(subscription.app_id,
+                             shard_of(subscription.user_id, self._shards))
+        chan = self._channels.get(name)
         if chan is None:
             return
+        chan.users -= 1
+        if chan.users > 0:
+            return  # other users of the shard are held here
+        del self._channels[name]
         async with self._write:
             conn = self._conn
             if conn is None or chan.sent_on is not conn:
@@ -256,9 +320,8 @@ class RedisHub:
             await pool.disconnect()
 
     # -- the reader ---------------------------------------------------------------------
-    def _channel(self, app_id: str, user_id: str) -> bytes:
-        # app ids have no ':', so the user id may hold anything without two users sharing a name
-        return f"{self._prefix}:u:{app_id}:{user_id}".encode()
+    def _channel(self, app_id: str, shard: int) -> bytes:
+        return f"{self._prefix}:s:{app_id}:{shard}".encode()  # app ids have no ':'
 
     async def _send_subscribe(self, name: bytes, chan: _Channel) -> None:
         async with self._write:
@@ -355,11 +418,13 @@ class RedisHub:
             if chan is None:
                 return  # crossed our UNSUBSCRIBE
             try:
-                events = decode_events(response[2], chan.app_id, chan.user_id)
+                events = decode_events(response[2], chan.app_id, chan.shard, self._shards,
+                                       self._local.has_subscribers)
             except (ValueError, TypeError) as exc:
                 log.warning("dropped a malformed message on %r: %s", name, exc)
                 return
-            self._local.fan_out(events)
+            if events:
+                self._local.fan_out(events)
         elif kind in (b"subscribe", b"unsubscribe"):
             waiting = self._expected.get(name)
             if waiting:
