@@ -230,7 +230,10 @@ class HubSubscription(Protocol):
 class Hub(Protocol):
     """Carries stream events from the process that committed them to every process holding a
     connection of that user (in process, or between API nodes). Best effort: a lost message
-    is found again by the connection's sequence check, from the store."""
+    is found again by the connection's sequence check, from the store, at the user's next
+    event; a hub that knows it may have missed messages (it lost its connection) delivers a
+    `domain.stream.RESYNC` marker to each subscriber once it is back, and the subscriber reads
+    the store then."""
 
     async def start(self, on_kick: Callable[[Kick], None]) -> None:
         """Begin; `on_kick` is called on every node for every `kick`."""

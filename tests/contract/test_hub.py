@@ -32,7 +32,14 @@ from tests.conftest import REDIS_URL, require_redis
 from tidings.adapters.hub.memory import MemoryHub
 from tidings.adapters.hub.redis import RedisHub
 from tidings.domain.errors import NotConfigured, Unavailable
-from tidings.domain.stream import CLOSE_UNAUTHENTICATED, CREATED, READ, Kick, StreamEvent
+from tidings.domain.stream import (
+    CLOSE_UNAUTHENTICATED,
+    CREATED,
+    READ,
+    RESYNC,
+    Kick,
+    StreamEvent,
+)
 from tidings.ports import Hub
 
 WAIT = 10.0  # a deadline for what should take milliseconds, not a measurement
@@ -562,6 +569,9 @@ async def test_the_reader_reconnects_and_subscribes_again(
     async def kick_channel_back() -> bool:
         return await numsub(redis, f"{cluster.prefix}:kick") == 2
     await until(kick_channel_back, "kick channel subscribed again")
+    # Back: alice's stream is told to read from the store what it may have missed meanwhile.
+    marker = await alice.next()
+    assert (marker.type, marker.app_id, marker.user_id) == (RESYNC, "acme", "alice")
     await b.hub.publish([event(seq=1)])
     assert await alice.next() == event(seq=1)
     await a.hub.subscribe("acme", mate_id, mate)  # after the reconnect: of a shard held here
@@ -601,6 +611,8 @@ async def test_more_shard_channels_than_one_subscribe_holds_come_back_after_a_re
     await until(back, "every shard channel subscribed again")
     await b.hub.publish([event(user, seq=1, app=app) for app, user in held])
     for (app, user), listener in listeners.items():
+        marker = await listener.next()
+        assert (marker.type, marker.app_id, marker.user_id) == (RESYNC, app, user)
         assert await listener.next() == event(user, seq=1, app=app)
 
 
@@ -666,6 +678,7 @@ async def test_a_connection_that_goes_silent_is_found_by_ping_and_replaced(
             return bool(ids) and old not in ids and await numsub(redis, cluster.channel()) == 1
         await until(replaced, "reconnected and subscribed again")
         await b.hub.publish([event(seq=1)])
+        assert (await alice.next()).type == RESYNC
         assert await alice.next() == event(seq=1)
         await a.hub.close()
     finally:

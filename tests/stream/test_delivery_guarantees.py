@@ -158,3 +158,32 @@ async def test_a_deleted_user_made_again_continues_the_numbers(live: Live) -> No
         await send(live, shop, ["ada"], "second life")
         got = await frame(ws)
         assert (got["id"], got["data"]["title"]) == ("2", "second life")
+
+
+async def test_a_hub_that_was_away_has_its_streams_catch_up(live: Live, container: Any,
+                                                            monkeypatch: Any) -> None:
+    """A hub that lost its connection (Redis) says so once it is back: the streams read from
+    the store what was published meanwhile, without waiting for the user's next event."""
+    shop = await create_app_with_key(live.client, "shop")
+    tok = await token(live, shop, "ada")
+    hub = container.streams.hub
+    real = hub.publish
+    async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
+        await frame(ws)
+
+        async def away(events: Any) -> None:
+            return None
+
+        monkeypatch.setattr(hub, "publish", away)
+        await send(live, shop, ["ada"], "while the hub was away")
+        await quiet(ws)
+        monkeypatch.setattr(hub, "publish", real)
+        assert hub.resync(lambda app, user: user == "ada", container.clock.now()) == 1
+        got = [await frame(ws) for _ in range(2)]
+        assert [(g["id"], g["type"]) for g in got] == [
+            ("1", "notification.created"), ("1", "unread_count")]
+        assert got[0]["data"]["title"] == "while the hub was away"
+        assert got[1]["data"]["count"] == 1
+        # Nothing new: a second resync sends nothing.
+        hub.resync(lambda app, user: True, container.clock.now())
+        await quiet(ws)

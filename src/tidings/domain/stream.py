@@ -22,6 +22,9 @@ CREATED = "notification.created"
 READ = "notification.read"
 UNREAD_COUNT = "unread_count"
 RESET = "stream.reset"  # the client was away longer than the store keeps events: refetch
+# Not sent to clients: a hub's word to its subscribers that it may have missed messages (it
+# lost its connection), so each reads from the store what it did not get.
+RESYNC = "stream.resync"
 
 STORED_TYPES = frozenset({CREATED, READ})
 
@@ -49,6 +52,10 @@ class StreamEvent:
     unread_in_app: int = 0  # the in-app feed (the bell)
     # What the hub and the connections share: the event rendered once for every listener.
     wire: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+def resync_marker(app_id: str, user_id: str, at: datetime) -> StreamEvent:
+    return StreamEvent(app_id, user_id, 0, RESYNC, {}, at)
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,10 @@ class Streams:
             await self._hub.unsubscribe(subscription)
             raise
 
+    async def head(self, app_id: str, user_id: str) -> StreamHead:
+        async with self._store.reader() as tx:
+            return await tx.stream.head(app_id, user_id)
+
     async def missing(self, app_id: str, user_id: str, after: int, upto: int) -> list[StreamEvent]:
         """The events between what a connection sent and what just arrived."""
         async with self._store.reader() as tx:

@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
-from ...domain.stream import Kick, StreamEvent
+from ...domain.stream import Kick, StreamEvent, resync_marker
 from ...ports import HubSubscription
 
 log = logging.getLogger("tidings.hub")
@@ -75,6 +76,22 @@ class MemoryHub:
 
     def has_subscribers(self, app_id: str, user_id: str) -> bool:
         return (app_id, user_id) in self._subscribers
+
+    def resync(self, match: Callable[[str, str], bool], at: datetime) -> int:
+        """Hands a resync marker to every local subscriber of the users `match` selects (after
+        the hub may have missed their messages); returns how many got one."""
+        told = 0
+        for (app_id, user_id), subs in list(self._subscribers.items()):
+            if match(app_id, user_id):
+                marker = resync_marker(app_id, user_id, at)
+                for sub in tuple(subs):
+                    try:
+                        sub.deliver(marker)
+                        told += 1
+                    except Exception:
+                        log.exception("a stream subscriber of %s/%s failed on resync",
+                                      app_id, user_id)
+        return told
 
     def fan_out(self, events: Sequence[StreamEvent]) -> None:
         """Hands each event to every local subscriber of its user. A subscriber that raises is

@@ -39,7 +39,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -147,6 +147,7 @@ class _Channel:
     ready: asyncio.Future[None]  # done once Redis confirmed the SUBSCRIBE on the current connection
     sent_on: AbstractConnection | None = field(default=None, repr=False)
     users: int = 0  # the users of the shard with a subscriber here
+    was_live: bool = False  # subscribed on a connection that was lost: messages may be missed
 
 
 class RedisHub:
@@ -398,6 +399,7 @@ class RedisHub:
         for chan in self._channels.values():
             chan.sent_on = None
             if chan.ready.done():  # new subscribers wait until it is subscribed again
+                chan.was_live = True
                 chan.ready = loop.create_future()
         try:
             await conn.disconnect(nowait=True)
@@ -434,6 +436,20 @@ class RedisHub:
                 self._settle(future)
                 if name == self._kick_channel and kind == b"subscribe":
                     self._settle(self._first_attempt)
+                chan = self._channels.get(name)
+                if kind == b"subscribe" and chan is not None and chan.was_live:
+                    # Back after a lost connection: what was published meanwhile is in the
+                    # store only; the channel's streams read it now, not at their next event.
+                    chan.was_live = False
+                    self._resync(chan)
+
+    def _resync(self, chan: _Channel) -> None:
+        app_id, shard, shards = chan.app_id, chan.shard, self._shards
+        told = self._local.resync(
+            lambda app, user: app == app_id and shard_of(user, shards) == shard,
+            datetime.now(UTC))
+        log.info("resubscribed %s shard %d after a lost connection: %d streams catch up from "
+                 "the store", app_id, shard, told)
 
     def _handle_kick(self, raw: bytes) -> None:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ...domain.stream import (
     CLOSE_TOO_SLOW,
+    RESYNC,
     Position,
     Step,
     StreamEvent,
@@ -34,6 +35,7 @@ class Listener:
         "_extra",
         "_max",
         "_pending",
+        "_resync",
         "_streams",
         "_waiter",
         "_writer",
@@ -62,6 +64,7 @@ class Listener:
         self._max = max_events
         self._pending: list[StreamEvent] | None = None
         self._extra: list[Frame] | None = None
+        self._resync = False  # the hub may have missed events: compare with the store
         self._waiter: asyncio.Future[None] | None = None
         self._writer: asyncio.Task[object] | None = None
         # Writes frames at once if the connection can take them without waiting (see deliver).
@@ -70,6 +73,10 @@ class Listener:
     # -- fed by the hub and the registry (synchronous, on the loop) -----------------------
     def deliver(self, ev: StreamEvent) -> None:
         if self.closing is not None:
+            return
+        if ev.type == RESYNC:
+            self._resync = True
+            self._wake()
             return
         waiter = self._waiter
         if (self.direct is not None and waiter is not None and not waiter.done()
@@ -143,6 +150,9 @@ class Listener:
             if self._pending:
                 batch, self._pending = self._pending, None
                 await self._order(batch, out)
+            if self._resync:
+                self._resync = False
+                await self._catch_up(out)
             if out:
                 return out
             self._waiter = asyncio.get_running_loop().create_future()
@@ -173,6 +183,21 @@ class Listener:
                         self.app_id, self.user_id, position.seq + 1, upto)
             out.append((str(upto), frames.reset(upto, RESET_REASON)))
             position.seq = upto
+
+    async def _catch_up(self, out: list[Frame]) -> None:
+        """After the hub said it may have missed events: whatever the store has beyond what
+        was sent, then the counts as they are."""
+        try:
+            head = await self._streams.head(self.app_id, self.user_id)
+        except Exception:
+            log.exception("stream of %s/%s: could not read its head", self.app_id, self.user_id)
+            self.close(CLOSE_TRY_LATER, "the server could not catch up; reconnect")
+            return
+        if head.seq > self.position.seq:
+            await self._fill(self.position, head.seq, out)
+            if self.closing is None:
+                out.append((str(head.seq), frames.unread(head.seq, head.unread_in_app,
+                                                         head.unread)))
 
     async def _order(self, batch: list[StreamEvent], out: list[Frame]) -> None:
         last: StreamEvent | None = None
