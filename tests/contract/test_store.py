@@ -434,3 +434,57 @@ async def test_the_event_outbox_leases_retries_and_purges(store):
     assert {e.id for e in due} == {claimed[1].id, claimed[2].id}
     async with store.transaction() as tx:
         assert await tx.events.purge(NOW + timedelta(days=1)) == 1  # only the sent one
+
+
+async def test_the_stream_log_numbers_each_user_without_holes(store):
+    from tidings.ports import StreamEntry
+
+    await seed_app(store)
+    await seed_app(store, "globex")
+    in_app = Message(channels=("in_app",), title="t")
+    async with store.reader() as tx:
+        empty = await tx.stream.head("acme", "u1")
+    assert (empty.seq, empty.unread, empty.unread_in_app, empty.oldest) == (0, 0, 0, 1)
+    async with store.transaction() as tx:
+        await tx.notifications.add_many([plan_notification(app(), Recipient(user_id=u), in_app, NOW)
+                                         for u in ("u1", "u2")])
+        first = await tx.stream.append("acme", [
+            StreamEntry("u2", "notification.created", {"n": 1}),
+            StreamEntry("u1", "notification.created", {"n": 2}),
+            StreamEntry("u1", "notification.read", {"n": 3})], NOW)
+    by_user = {(e.user_id, e.seq): e for e in first}
+    assert set(by_user) == {("u1", 1), ("u1", 2), ("u2", 1)}  # each user counts on its own
+    assert by_user["u1", 1].data == {"n": 2} and by_user["u1", 2].data == {"n": 3}  # in order
+    assert (by_user["u1", 2].unread, by_user["u1", 2].unread_in_app) == (1, 1)  # counts after
+    later = NOW + timedelta(hours=1)
+    async with store.transaction() as tx:
+        again = await tx.stream.append("acme", [StreamEntry("u1", "notification.read", {"n": 4})],
+                                       later)
+        other_app = await tx.stream.append("globex", [StreamEntry("u1", "x", {})], later)
+    assert [e.seq for e in again] == [3] and [e.seq for e in other_app] == [1]
+    with pytest.raises(RuntimeError):  # a rolled-back append takes no number
+        async with store.transaction() as tx:
+            await tx.stream.append("acme", [StreamEntry("u1", "x", {})], later)
+            raise RuntimeError("rollback")
+    async with store.reader() as tx:
+        head = await tx.stream.head("acme", "u1")
+        replay = await tx.stream.since("acme", "u1", 1, None, 10)
+        bounded = await tx.stream.since("acme", "u1", 0, 2, 1)
+    assert (head.seq, head.oldest) == (3, 1)
+    assert [(e.seq, e.type, e.data) for e in replay] == [
+        (2, "notification.read", {"n": 3}), (3, "notification.read", {"n": 4})]
+    assert [e.seq for e in bounded] == [1]
+    async with store.transaction() as tx:
+        assert await tx.stream.purge(NOW + timedelta(minutes=1)) == 3  # acme u1 1-2, u2 1
+    async with store.reader() as tx:
+        head = await tx.stream.head("acme", "u1")
+        gone = await tx.stream.head("acme", "u2")
+    assert (head.seq, head.oldest) == (3, 3)
+    assert (gone.seq, gone.oldest) == (1, 2)  # nothing kept: the next would be the oldest
+    async with store.transaction() as tx:
+        await tx.users.ensure("acme", "u1", NOW)
+        assert await tx.users.delete("acme", "u1")
+    async with store.reader() as tx:
+        after_delete = await tx.stream.head("acme", "u1")
+        left = await tx.stream.since("acme", "u1", 0, None, 10)
+    assert after_delete.seq == 3 and after_delete.unread == 0 and left == []  # numbers kept

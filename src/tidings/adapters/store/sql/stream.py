@@ -44,10 +44,10 @@ _SINCE = (
     .order_by(s.seq)
     .limit(bindparam("limit"))
 )
-_HEAD = select(c.stream_seq, c.unread, c.unread_in_app).where(
+# One statement (every stream opens with it): the counter row and the oldest kept event.
+_HEAD = select(c.stream_seq, c.unread, c.unread_in_app, select(func.min(s.seq)).where(
+    s.app_id == c.app_id, s.user_id == c.user_id).scalar_subquery()).where(
     c.app_id == bindparam("app"), c.user_id == bindparam("user"))
-_OLDEST = select(func.min(s.seq)).where(s.app_id == bindparam("app"),
-                                        s.user_id == bindparam("user"))
 _NO_LIMIT = 2**62
 
 
@@ -91,12 +91,10 @@ class SqlStream:
                 for r in rows]
 
     async def head(self, app_id: str, user_id: str) -> StreamHead:
-        params = {"app": app_id, "user": user_id}
-        row = (await self._c.execute(_HEAD, params)).first()
+        row = (await self._c.execute(_HEAD, {"app": app_id, "user": user_id})).first()
         if row is None:
             return StreamHead(0, 0, 0, 1)
-        seq = int(row[0])
-        oldest = (await self._c.execute(_OLDEST, params)).scalar()
+        seq, oldest = int(row[0]), row[3]
         return StreamHead(seq, int(row[1]), int(row[2]), seq + 1 if oldest is None else int(oldest))
 
     async def purge(self, before: datetime) -> int:
