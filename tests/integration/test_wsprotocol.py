@@ -20,6 +20,7 @@ import pytest
 import uvicorn
 import uvloop
 from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.server import ServerState
 from websockets.asyncio.client import connect
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus
@@ -28,6 +29,7 @@ from websockets.http11 import Request, Response
 from tidings.entrypoints.stream.wsprotocol import WebSocketProtocol, text_frames
 
 App = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
+Message = dict[str, Any]
 GUARD = 10  # seconds: only a hang reaches it
 
 
@@ -105,26 +107,34 @@ def accepting(seen: Seen, **accept: Any) -> App:
 
 # A raw client: the handshake, and frames written and read by hand.
 
-async def raw_connect(url: str, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+def upgrade_request(path: str = "/raw") -> bytes:
+    key = base64.b64encode(os.urandom(16))
+    return (b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+async def raw_open(url: str, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     sock = socket.socket()
     if rcvbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", int(url.rsplit(":", 1)[1])))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    key = base64.b64encode(os.urandom(16))
-    writer.write(b"GET /raw HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return await asyncio.open_connection(sock=sock)
+
+
+async def raw_connect(url: str, rcvbuf: int | None = None) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await raw_open(url, rcvbuf)
+    writer.write(upgrade_request())
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
     assert head.startswith(b"HTTP/1.1 101 "), head
     return reader, writer
 
 
 def masked(opcode: int, payload: bytes) -> bytes:
-    assert len(payload) < 126
+    n = len(payload)
+    length = bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + struct.pack("!H", n)
     mask = os.urandom(4)
-    return (bytes([0x80 | opcode, 0x80 | len(payload)]) + mask
-            + bytes(b ^ mask[i % 4] for i, b in enumerate(payload)))
+    return bytes([0x80 | opcode]) + length + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
 async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
@@ -429,3 +439,191 @@ async def test_server_shutdown_closes_with_1001() -> None:
         await ws.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
     assert (await seen.next())["code"] == 1001
+
+
+# Frames a client sends before the app answers its handshake (RFC 6455 4.1 lets it send them
+# right behind its request): nothing may be written before the response, no answer may fail,
+# and after a 101 they are handled. uvicorn hands the protocol the request alone and drops what
+# came in the same read, so on the wire the frames follow in a later one; the same read is
+# checked on the protocol itself.
+
+PIPELINED = masked(0x9, b"p1") + masked(0x1, b"hi") + masked(0x8, struct.pack("!H", 1000) + b"bye")
+REPLIES: dict[str, Message] = {
+    "accept": {"type": "websocket.accept"},
+    "deny": {"type": "websocket.http.response.start", "status": 401},
+    "close": {"type": "websocket.close", "code": 4401},
+}
+
+
+def run_logging_errors(loop: str, test: Coroutine[Any, Any, None], caplog: pytest.LogCaptureFixture) -> list[str]:
+    """Run the test on that loop; what the server logged at ERROR or above meanwhile."""
+    loggers = [logging.getLogger(name) for name in ("uvicorn.error", "tidings.stream.protocol")]
+    for logger in loggers:
+        logger.addHandler(caplog.handler)
+    try:
+        with asyncio.Runner(loop_factory=LOOPS[loop]) as runner:
+            runner.run(test)
+    finally:
+        for logger in loggers:
+            logger.removeHandler(caplog.handler)
+    return [record.getMessage() for record in caplog.records if record.levelno >= logging.ERROR]
+
+
+def answering_later(seen: Seen, answer: asyncio.Event, reply: str) -> App:
+    """Answer the handshake with REPLIES[reply] once the test says so; then record messages."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        seen.put("connected")
+        await answer.wait()
+        try:
+            await send(REPLIES[reply])
+            if reply == "deny":
+                await send({"type": "websocket.http.response.body", "body": b"no"})
+        except ClientDisconnected:
+            seen.put("gone")
+        seen.put("answered")
+        if reply == "accept":
+            while (message := await receive())["type"] == "websocket.receive":
+                seen.put(message)
+            seen.put(message)
+
+    return app
+
+
+async def frames_then_answer(url: str, seen: Seen, answer: asyncio.Event,
+                             frames: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Send the request, then the frames once the app has it; let the app answer once the server
+    had time to read them (what is checked is the order, whatever the timing)."""
+    reader, writer = await raw_open(url)
+    writer.write(upgrade_request())
+    assert await seen.next() == "connected"
+    writer.write(frames)
+    await writer.drain()
+    await asyncio.sleep(0.1)
+    answer.set()
+    return reader, writer
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_frames_sent_before_the_accept_are_handled_after_the_101(loop: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def test() -> None:
+        seen, answer = Seen(), asyncio.Event()
+        async with serving(answering_later(seen, answer, "accept"), log_config=None) as url:
+            reader, writer = await frames_then_answer(url, seen, answer, PIPELINED)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), GUARD)
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            assert await read_frame(reader) == (0xA, b"p1")
+            assert await read_frame(reader) == (0x8, struct.pack("!H", 1000) + b"bye")
+            assert await asyncio.wait_for(reader.read(), GUARD) == b""
+            writer.close()
+            assert await seen.next() == "answered"
+            assert await seen.next() == {"type": "websocket.receive", "text": "hi"}
+            assert await seen.next() == {"type": "websocket.disconnect", "code": 1000, "reason": "bye"}
+
+    assert run_logging_errors(loop, test(), caplog) == []
+
+
+@pytest.mark.parametrize("reply", ["deny", "close"])
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_a_denial_after_an_early_close_frame_is_sent_and_logs_nothing(
+        loop: str, reply: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def test() -> None:
+        seen, answer = Seen(), asyncio.Event()
+        async with serving(answering_later(seen, answer, reply), log_config=None) as url:
+            frames = masked(0x9, b"p1") + masked(0x8, struct.pack("!H", 1000))
+            reader, writer = await frames_then_answer(url, seen, answer, frames)
+            response = await asyncio.wait_for(reader.read(), GUARD)
+            writer.close()
+            assert response.startswith(b"HTTP/1.1 401 " if reply == "deny" else b"HTTP/1.1 403 "), response
+            assert response.endswith(b"\r\n\r\nno" if reply == "deny" else b"\r\n\r\n"), response
+            assert await seen.next() == "answered"
+
+    assert run_logging_errors(loop, test(), caplog) == []
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_more_than_a_message_sent_before_the_answer_drops_the_connection(
+        loop: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def test() -> None:
+        seen, answer = Seen(), asyncio.Event()
+        async with serving(answering_later(seen, answer, "accept"), log_config=None, ws_max_size=1024) as url:
+            reader, writer = await frames_then_answer(url, seen, answer, masked(0x1, b"x" * 1000) * 3)
+            assert await asyncio.wait_for(reader.read(), GUARD) == b""
+            writer.close()
+            assert await seen.next() == "gone"
+            assert await seen.next() == "answered"
+            assert (await seen.next())["type"] == "websocket.disconnect"
+
+    assert run_logging_errors(loop, test(), caplog) == []
+
+
+class RecordingTransport(asyncio.Transport):
+    """Just enough of a transport to drive the protocol by hand."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def abort(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
+
+
+def reads(request: bytes, frames: bytes, cut: str) -> list[bytes]:
+    """The request and the frames behind it, as the reads that deliver them."""
+    if cut == "bytewise":
+        return [request[i:i + 1] for i in range(len(request) - 1)] + [request[-1:] + frames]
+    at = {"whole": 0, "before-blank-line": -2, "inside-blank-line": -3}[cut]
+    return [request[:at], request[at:] + frames]
+
+
+@pytest.mark.parametrize("cut", ["whole", "before-blank-line", "inside-blank-line", "bytewise"])
+@pytest.mark.parametrize("reply", ["accept", "deny", "close"])
+def test_frames_in_the_same_read_as_the_request_wait_for_the_answer(
+        reply: str, cut: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def test() -> None:
+        seen, answer = Seen(), asyncio.Event()
+        config = uvicorn.Config(answering_later(seen, answer, reply), ws=WebSocketProtocol, lifespan="off",
+                                log_config=None, log_level="warning")
+        protocol = WebSocketProtocol(config, ServerState(), {})
+        transport = RecordingTransport()
+        protocol.connection_made(transport)
+        for data in reads(upgrade_request(), PIPELINED, cut):
+            if data:
+                protocol.data_received(data)
+        assert await seen.next() == "connected"
+        assert transport.written == b""
+        answer.set()
+        assert await seen.next() == "answered"
+        head, _, rest = bytes(transport.written).partition(b"\r\n\r\n")
+        if reply == "accept":
+            assert head.startswith(b"HTTP/1.1 101 "), head
+            assert rest == b"\x8a\x02p1" + b"\x88\x05" + struct.pack("!H", 1000) + b"bye"
+            assert await seen.next() == {"type": "websocket.receive", "text": "hi"}
+            assert await seen.next() == {"type": "websocket.disconnect", "code": 1000, "reason": "bye"}
+        else:
+            assert head.startswith(b"HTTP/1.1 401 " if reply == "deny" else b"HTTP/1.1 403 "), head
+            assert rest == (b"no" if reply == "deny" else b"")
+        assert transport.closing
+        protocol.connection_lost(None)
+
+    assert run_logging_errors("asyncio", test(), caplog) == []

@@ -17,7 +17,9 @@ Use: `uvicorn.Config(app, ws=WebSocketProtocol)`. ASGI semantics are those of uv
 close goes out at once); a connection that does not finish closing within `close_timeout` is
 aborted, so a peer that stops reading cannot hold it; server shutdown closes with 1001, not
 1012; an app that returns or fails on an open connection closes it with 1000 or 1011; `receive`
-after the disconnect returns the disconnect again.
+after the disconnect returns the disconnect again; frames a client sends before the app answers
+its handshake are read once the 101 is out, and a client that sends more than `ws_max_size` +
+1 KiB of them is dropped.
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ SEND_NOW = "tidings.send_now"
 protocol_logger = logging.getLogger("tidings.stream.protocol")
 
 _HANDSHAKE, _DENYING, _OPEN, _CLOSED, _FAILED = range(5)  # _CLOSED: by the app; _FAILED: by us
+# What a client may send behind its request, before the app answers, beyond one message of
+# `ws_max_size`: room for a frame header and a few control frames.
+_UNANSWERED_MARGIN = 1024
 _current_loop = asyncio.get_running_loop
 
 # Headers whose values repeat across connections: their (name, value) pairs are shared.
@@ -145,8 +150,8 @@ class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection served to an ASGI app, lean at rest."""
 
     __slots__ = ("accept_key", "app_state", "close_handle", "config", "conn", "denial", "drain",
-                 "fragments", "gone", "keepalive", "lost", "pending", "phase",
-                 "read_paused", "scope", "server_state", "text", "transport", "waiter")
+                 "gone", "keepalive", "lost", "pending", "phase", "read_paused", "scope",
+                 "server_state", "text", "transport", "unread", "waiter")
 
     close_timeout = 10.0  # seconds for the closing handshake before the connection is aborted
     shutdown_code = 1001
@@ -167,7 +172,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self.pending: list[Message] | None = None  # what the app has not received yet
         self.waiter: asyncio.Future[None] | None = None  # the app waits in receive()
         self.drain: asyncio.Future[None] | None = None  # the transport is paused for writing
-        self.fragments: list[bytes] | None = None
+        # Bytes not handled yet: what came behind the request until the app answers it, then
+        # the frames so far of a fragmented message.
+        self.unread: bytearray | None = None
         self.keepalive: list[Any] | None = None  # its entry in the server's _Clock
         self.close_handle: asyncio.TimerHandle | None = None  # aborts a close that takes too long
 
@@ -179,6 +186,7 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self.unread = None
         self.server_state.connections.discard(self)
         self._keep_alive(None)
         if self.close_handle is not None:
@@ -200,6 +208,46 @@ class WebSocketProtocol(asyncio.Protocol):
             drain.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        if self.phase == _HANDSHAKE or self.phase == _DENYING:
+            data = self._before_answer(data)
+            if not data:
+                return
+        self._receive(data)
+
+    def _before_answer(self, data: bytes) -> bytes:
+        """What of `data` the parser may take before the app answers the handshake.
+
+        The sans-I/O layer answers frames as it parses them: a pong to a ping, the end of the
+        stream after a close. Parsed before the app answers, they would be written before the
+        response, or forbid it. A client may send frames right behind its request (RFC 6455
+        4.1): they are held, and parsed once the 101 is out, or dropped with a denial. The
+        parser is fed no further than the request's end, its first blank line: from a line
+        start, the first CRLF CRLF (uvicorn hands over the request alone, in one piece); else,
+        a line at a time."""
+        reader, start = self.conn.reader, 0
+        while self.accept_key is None and self.phase == _HANDSHAKE:  # the request is not read yet
+            if reader.buffer or data.startswith(b"\r\n", start):  # mid-line, or the blank line
+                end = data.find(b"\n", start) + 1
+            else:
+                blank = data.find(b"\r\n\r\n", start)
+                end = blank + 4 if blank >= 0 else 0
+            if not end:
+                return data[start:]
+            self._receive(data[start:end])
+            start = end
+        if self.phase == _HANDSHAKE:
+            unread = self.unread
+            if unread is None:
+                unread = self.unread = bytearray()
+            unread += data[start:]
+            if len(unread) > self.config.ws_max_size + _UNANSWERED_MARGIN:
+                self.unread = None
+                self.phase = _FAILED
+                self._close_transport()
+            return b""
+        return b"" if self.phase == _DENYING else data[start:]
+
+    def _receive(self, data: bytes | bytearray) -> None:
         conn = self.conn
         conn.receive_data(data)
         for event in conn.events_received():
@@ -233,10 +281,10 @@ class WebSocketProtocol(asyncio.Protocol):
             self.phase = _FAILED
             conn.send_response(response)
             return
-        if not conn.reader.buffer:
-            # The parser waits at a frame boundary, its frame holding the request: restart it.
-            conn.parser = Protocol.parse(conn)
-            next(conn.parser)
+        # The parser waits at a frame boundary (it is fed no further than the request), its
+        # frame holding the request: restart it.
+        conn.parser = Protocol.parse(conn)
+        next(conn.parser)
         self.accept_key = response.headers["Sec-WebSocket-Accept"]
         config, transport = self.config, self.transport
         raw_path, _, query = request.path.partition("?")
@@ -272,11 +320,11 @@ class WebSocketProtocol(asyncio.Protocol):
             if frame.fin:
                 self._message(bytes(frame.data))
             else:
-                self.fragments = [bytes(frame.data)]
-        elif opcode is Opcode.CONT and self.fragments is not None:
-            self.fragments.append(bytes(frame.data))
+                self.unread = bytearray(frame.data)
+        elif opcode is Opcode.CONT and self.unread is not None:
+            self.unread += frame.data
             if frame.fin:
-                data, self.fragments = b"".join(self.fragments), None
+                data, self.unread = bytes(self.unread), None
                 self._message(data)
         elif opcode is Opcode.PONG:
             self._pong(bytes(frame.data))
@@ -286,7 +334,7 @@ class WebSocketProtocol(asyncio.Protocol):
         # A ping's pong is queued by the sans-I/O layer and written by _flush.
 
     def _message(self, data: bytes) -> None:
-        if self.phase != _OPEN and self.phase != _HANDSHAKE:
+        if self.phase != _OPEN:
             return  # past the close: read on only to see the peer's close frame
         if self.text:
             try:
@@ -346,10 +394,18 @@ class WebSocketProtocol(asyncio.Protocol):
             self.close_handle = _current_loop().call_later(self.close_timeout, self.transport.abort)
 
     def _reject(self, status: int, text: str) -> None:
-        if not self.lost:
-            self.conn.send_response(self.conn.reject(status, text))
-            self._flush()
+        self._respond(self.conn.reject(status, text))
         self.phase = _CLOSED
+
+    def _respond(self, response: Response) -> None:
+        """Send a handshake response other than 101, unless the connection is going already
+        (the sans-I/O layer sent its end of stream for a request it could not read)."""
+        self.unread = None
+        if self.lost or self.conn.eof_sent or self.transport.is_closing():
+            self._close_transport()
+        else:
+            self.conn.send_response(response)
+            self._flush()
 
     def _log(self, outcome: str) -> None:
         scope = self.scope
@@ -471,6 +527,7 @@ class WebSocketProtocol(asyncio.Protocol):
                 headers = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in message.get("headers", [])]
                 self.denial = (status, headers, bytearray())
                 self.phase = _DENYING
+                self.unread = None
             else:
                 raise RuntimeError(f"Expected 'websocket.accept', 'websocket.close' or "
                                    f"'websocket.http.response.start' but got '{kind}'.")
@@ -505,13 +562,17 @@ class WebSocketProtocol(asyncio.Protocol):
         if subprotocol := message.get("subprotocol"):
             headers["Sec-WebSocket-Protocol"] = subprotocol
         self.accept_key = None
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.conn.eof_sent:
+            self.unread = None
             self.phase = _FAILED
             return
         self.conn.send_response(Response(101, "Switching Protocols", headers))
         self.phase = _OPEN
         self._flush()
         self._keep_alive(self.config.ws_ping_interval)
+        unread, self.unread = self.unread, None
+        if unread:
+            self._receive(unread)  # what the client sent behind its request
 
     def _deny(self, message: Message) -> None:
         assert self.denial is not None
@@ -527,5 +588,4 @@ class WebSocketProtocol(asyncio.Protocol):
         headers.setdefault("Content-Type", "text/plain; charset=utf-8")
         self._disconnect(1006)
         self.phase = _CLOSED
-        self.conn.send_response(Response(status, responses.get(status, ""), headers, bytes(body)))
-        self._flush()
+        self._respond(Response(status, responses.get(status, ""), headers, bytes(body)))
