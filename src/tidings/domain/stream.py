@@ -29,12 +29,15 @@ RESYNC = "stream.resync"
 STORED_TYPES = frozenset({CREATED, READ})
 
 # WebSocket close codes (4000-4999 are the application's own).
+CLIENT_GONE = 0  # not a close code: the client went away, there is nobody to tell
 CLOSE_GOING_AWAY = 1001
 CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013
 CLOSE_UNAUTHENTICATED = 4401  # bad, expired or revoked credential
-CLOSE_GONE = 4404  # the user or the app was deleted
+CLOSE_FORBIDDEN = 4403  # the credential may not open this user's stream
+CLOSE_GONE = 4404  # the user or the app was deleted (or never existed)
 CLOSE_TOO_SLOW = 4408  # the client did not read its events fast enough
 
 

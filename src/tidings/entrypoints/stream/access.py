@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.datastructures import Headers, QueryParams
 
 from ...bootstrap import Container
@@ -25,7 +26,7 @@ class Access:
 
 
 def bearer(header: str) -> str:
-    scheme, _, credential = header.partition(" ")
+    scheme, credential = get_authorization_scheme_param(header)
     if scheme.lower() != "bearer" or not credential.strip():
         raise Unauthenticated("send `Authorization: Bearer <user token or app key>`")
     return credential.strip()

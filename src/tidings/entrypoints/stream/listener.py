@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 from ...domain.stream import (
     CLOSE_TOO_SLOW,
+    CLOSE_TRY_LATER,
     RESYNC,
     Position,
     Step,
@@ -27,7 +28,6 @@ log = logging.getLogger("tidings.stream")
 Frame = tuple[str | None, str]
 HEARTBEAT: Frame = (None, "")
 RESET_REASON = "the stream no longer holds events from there: reload the inbox"
-CLOSE_TRY_LATER = 1013
 
 
 class Listener:

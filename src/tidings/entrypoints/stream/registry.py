@@ -7,9 +7,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from ...domain.errors import RateLimited
 from ...domain.stream import CLOSE_GOING_AWAY, CLOSE_UNAUTHENTICATED, Kick
 from ...ports import Clock
 from ...service.keys import Credentials
+from ...service.stream import Opened, Streams
+from .access import Access
 from .listener import HEARTBEAT, Listener
 
 log = logging.getLogger("tidings.stream")
@@ -32,6 +35,18 @@ class StreamRegistry:
             self.heartbeats.add(listener)
         if self.shutting_down:  # it opened while the others were being closed
             listener.close(CLOSE_GOING_AWAY, "the server is shutting down; reconnect")
+
+    async def open(self, streams: Streams, access: Access, max_events: int,
+                   heartbeat: bool = False) -> tuple[Listener, Opened]:
+        """A listener for the stream `access` allows, subscribed, with what it missed."""
+        if self.shutting_down:
+            raise RateLimited("the server is shutting down; reconnect", retry_after=1)
+        listener = Listener(streams, access.app_id, access.user_id, access.key_id,
+                            access.expires_at, max_events)
+        opened = await streams.open(access.app_id, access.user_id, access.after,
+                                    listener.deliver)
+        self.add(listener, heartbeat)
+        return listener, opened
 
     def remove(self, listener: Listener) -> None:
         self.listeners.discard(listener)

@@ -14,14 +14,13 @@ from fastapi import APIRouter, Header, Request
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from ...domain.errors import RateLimited
+from ...domain.stream import CLIENT_GONE
 from ...service.stream import Opened
 from .access import authorize
-from .listener import Frame, Listener
+from .listener import Frame
 from .registry import StreamRegistry
 
 router = APIRouter(tags=["real time"])
-CLIENT_GONE = 0
 RETRY_MS = 3000
 WRITE_TIMEOUT_SECONDS = 30.0
 log = logging.getLogger("tidings.stream")
@@ -74,15 +73,11 @@ async def events(user_id: str, request: Request,
     WebSocket: a user token (header or `?token=`), or an app key in the header."""
     container = request.app.state.container
     registry: StreamRegistry = request.app.state.streams
-    if registry.shutting_down:
-        raise RateLimited("the server is shutting down; reconnect", retry_after=1)
     access = await authorize(container, request.app.state.rate_limiter, user_id,
                              request.headers, request.query_params, last_event_id)
-    listener = Listener(container.streams, access.app_id, access.user_id, access.key_id,
-                        access.expires_at, container.settings.stream_buffer_events)
-    opened = await container.streams.open(access.app_id, access.user_id, access.after,
-                                          listener.deliver)
-    registry.add(listener, heartbeat=True)
+    listener, opened = await registry.open(container.streams, access,
+                                           container.settings.stream_buffer_events,
+                                           heartbeat=True)
     held: list[Opened] = [opened]
     subscription = opened.subscription
     del opened

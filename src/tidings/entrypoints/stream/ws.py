@@ -13,16 +13,20 @@ import logging
 import orjson
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from ...domain.errors import RateLimited, TidingsError
+from ...domain.errors import TidingsError
 from ...domain.stream import (
+    CLIENT_GONE,
+    CLOSE_FORBIDDEN,
     CLOSE_GOING_AWAY,
+    CLOSE_GONE,
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER,
     CLOSE_UNAUTHENTICATED,
     CLOSE_UNSUPPORTED,
 )
 from ..http import errors
-from .access import Access, authorize
+from .access import authorize
 from .frames import PONG
 from .listener import Listener
 from .registry import StreamRegistry
@@ -31,10 +35,8 @@ from .wsprotocol import SEND_NOW
 log = logging.getLogger("tidings.stream")
 
 CLOSE_WAIT_SECONDS = 5.0
-CLIENT_GONE = 0  # not a close code: the client went away, there is nobody to tell
-CLOSE_TRY_LATER = 1013
-_CLOSE_OF = {401: CLOSE_UNAUTHENTICATED, 403: 4403, 404: 4404, 429: CLOSE_TRY_LATER,
-             503: CLOSE_TRY_LATER}
+_CLOSE_OF = {401: CLOSE_UNAUTHENTICATED, 403: CLOSE_FORBIDDEN, 404: CLOSE_GONE,
+             429: CLOSE_TRY_LATER, 503: CLOSE_TRY_LATER}
 
 
 async def _refuse(ws: WebSocket, exc: TidingsError, header_auth: bool) -> None:
@@ -81,24 +83,15 @@ async def stream(ws: WebSocket) -> None:
     container = ws.app.state.container
     registry: StreamRegistry = ws.app.state.streams
     header_auth = "authorization" in ws.headers
-    try:
-        if registry.shutting_down:
-            raise RateLimited("the server is shutting down; reconnect", retry_after=1)
-        access: Access = await authorize(container, ws.app.state.rate_limiter,
-                                         ws.path_params["user_id"], ws.headers, ws.query_params)
-    except TidingsError as exc:
-        await _refuse(ws, exc, header_auth)
-        return
     settings = container.settings
-    listener = Listener(container.streams, access.app_id, access.user_id, access.key_id,
-                        access.expires_at, settings.stream_buffer_events)
     try:
-        opened = await container.streams.open(access.app_id, access.user_id, access.after,
-                                              listener.deliver)
+        access = await authorize(container, ws.app.state.rate_limiter,
+                                 ws.path_params["user_id"], ws.headers, ws.query_params)
+        listener, opened = await registry.open(container.streams, access,
+                                               settings.stream_buffer_events)
     except TidingsError as exc:
         await _refuse(ws, exc, header_auth)
         return
-    registry.add(listener)
     reader: asyncio.Task[None] | None = None
     task = asyncio.current_task()
     try:
