@@ -126,12 +126,11 @@ def needs_reset(after: int, head: StreamHead) -> bool:
     return after > head.seq or after + 1 < head.oldest
 
 
-def inbox_item(n: Notification, created_at: str | None = None) -> dict[str, Any]:
-    """A `notification.created` event's data: the notification as the inbox lists it
-    (`created_at` formatted already when many share it)."""
+def inbox_item(n: Notification) -> dict[str, Any]:
+    """The notification as the inbox lists it, and as a `notification.created` event's data."""
     return {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,
             "title": n.title, "body": n.body, "data": n.data, "category": n.category,
-            "created_at": created_at or iso(n.created_at),
+            "created_at": iso(n.created_at),
             "send_at": iso(n.send_at) if n.send_at else None,
             "status": n.status, "read_at": iso(n.read_at) if n.read_at else None,
             "sender_id": n.sender_id, "ttl": n.ttl, "priority": n.priority}

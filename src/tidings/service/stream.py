@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from ..domain.errors import TidingsError
 from ..domain.notifications import Notification
@@ -21,7 +21,6 @@ from ..domain.stream import (
     is_streamed,
     needs_reset,
 )
-from ..domain.webhooks import iso
 from ..ports import Clock, Hub, HubSubscription, Store, StreamEntry, Tx
 
 log = logging.getLogger("tidings.stream")
@@ -56,15 +55,11 @@ class Streams:
     async def created(self, tx: Tx, items: Sequence[Notification]) -> list[StreamEvent]:
         """Number the in-app notifications among `items` on their users' streams."""
         by_app: dict[str, list[StreamEntry]] = {}
-        times: dict[datetime, str] = {}  # the items of one send share their time
         for n in items:
             if is_streamed(n):
                 assert n.user_id is not None
-                created = times.get(n.created_at)
-                if created is None:
-                    created = times[n.created_at] = iso(n.created_at)
                 by_app.setdefault(n.app_id, []).append(
-                    StreamEntry(n.user_id, CREATED, inbox_item(n, created)))
+                    StreamEntry(n.user_id, CREATED, inbox_item(n)))
         out: list[StreamEvent] = []
         for app_id, entries in by_app.items():
             out.extend(await tx.stream.append(app_id, entries, self._clock.now()))

@@ -12,25 +12,14 @@ from starlette.responses import Response
 from ...domain.apps import ApiKey, App
 from ...domain.devices import Device
 from ...domain.notifications import Delivery, Notification
+from ...domain.stream import inbox_item
 from ...domain.users import User
-
-_last: tuple[datetime | None, str | None] = (None, None)
+from ...domain.webhooks import iso
 
 
 def ts(value: datetime | None) -> str | None:
-    """RFC 3339, UTC, milliseconds, `Z` (times in Tidings are always UTC).
-
-    The last answer is kept: the items of one send (up to 1,000) share their time object, and
-    formatting it again for each was a sixteenth of answering the send."""
-    global _last
-    if value is None:
-        return None
-    last_value, last_text = _last
-    if value is last_value:
-        return last_text
-    text = value.isoformat(timespec="milliseconds")[:23] + "Z"
-    _last = (value, text)
-    return text
+    """RFC 3339, UTC, milliseconds, `Z`, or None."""
+    return None if value is None else iso(value)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -72,11 +61,7 @@ def delivery(d: Delivery) -> dict[str, Any]:
 
 
 def notification(n: Notification, with_deliveries: bool = True) -> dict[str, Any]:
-    doc: dict[str, Any] = {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,
-            "title": n.title, "body": n.body, "data": n.data, "category": n.category,
-            "created_at": ts(n.created_at), "send_at": ts(n.send_at), "status": n.status,
-            "read_at": ts(n.read_at), "sender_id": n.sender_id, "ttl": n.ttl,
-            "priority": n.priority}
+    doc = inbox_item(n)  # as the stream's notification.created shows it
     if with_deliveries:
         doc["deliveries"] = [delivery(d) for d in n.deliveries]
     return doc
