@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from dataclasses import dataclass
@@ -65,19 +64,9 @@ class Container:
         return await self.credentials.ensure_admin(admin)
 
     async def run_workers(self, stop: asyncio.Event) -> None:
-        """The delivery engine, the app-event sender and the stream log's clean-up, until
-        `stop` is set."""
-        await asyncio.gather(self.dispatcher.run(stop), self.event_dispatcher.run(stop),
-                             self._purge_streams(stop))
-
-    async def _purge_streams(self, stop: asyncio.Event, every: float = 600.0) -> None:
-        while not stop.is_set():
-            try:
-                await self.streams.purge()
-            except Exception:
-                log.exception("could not purge old stream events; trying again later")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), every)
+        """The delivery engine (with its housekeeping) and the app-event sender, until `stop`
+        is set."""
+        await asyncio.gather(self.dispatcher.run(stop), self.event_dispatcher.run(stop))
 
     async def close(self) -> None:
         await self.streams.hub.close()
@@ -144,21 +133,21 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
                              recheck_seconds=settings.auth_cache_seconds)
     apps = Apps(store, clock, box, settings.auth_cache_seconds)
     events = Events(apps, clock)
-    dispatcher = Dispatcher(store, clock, providers, policy,
-                            batch_size=settings.worker_batch_size,
-                            lease_seconds=settings.worker_lease_seconds,
-                            poll_interval=settings.worker_poll_interval, events=events,
-                            lanes=settings.worker_lanes)
-    event_dispatcher = EventDispatcher(
-        store, clock, apps, box, webhook_sender or AiohttpWebhookSender(ProviderOptions(
-            timeout=settings.provider_timeout_seconds,
-            allow_private_webhooks=settings.allow_private_webhooks)))
-    idempotency = Idempotency(store, clock, box)
     if hub is None:
         hub = (load(HUBS, "redis", "hub")(settings.redis_url, settings.redis_channel_prefix)
                if settings.redis_url else load(HUBS, "memory", "hub")())
     assert hub is not None
     streams = Streams(store, hub, clock, retention_seconds=settings.stream_retention_seconds)
+    dispatcher = Dispatcher(store, clock, providers, policy,
+                            batch_size=settings.worker_batch_size,
+                            lease_seconds=settings.worker_lease_seconds,
+                            poll_interval=settings.worker_poll_interval, events=events,
+                            lanes=settings.worker_lanes, housekeeping=(streams.purge,))
+    event_dispatcher = EventDispatcher(
+        store, clock, apps, box, webhook_sender or AiohttpWebhookSender(ProviderOptions(
+            timeout=settings.provider_timeout_seconds,
+            allow_private_webhooks=settings.allow_private_webhooks)))
+    idempotency = Idempotency(store, clock, box)
     return Container(
         settings=settings, store=store, clock=clock, box=box,
         credentials=Credentials(store, clock, box, settings.auth_cache_seconds),

@@ -218,3 +218,22 @@ async def test_worker_loop_wakes_on_send(client, acme, container, providers):
         stop.set()
         await asyncio.wait_for(task, 5)
 
+
+
+async def test_housekeeping_runs_every_clean_up_even_after_one_fails(container) -> None:
+    from tidings.service.delivery import Dispatcher
+
+    ran: list[str] = []
+
+    async def broken() -> None:
+        ran.append("broken")
+        raise RuntimeError("disk full")
+
+    async def fine() -> int:
+        ran.append("fine")
+        return 0
+
+    d = Dispatcher(container.store, container.clock, container.providers,
+                   container.dispatcher._policy, housekeeping=(broken, fine))
+    await d.housekeeping()
+    assert ran == ["broken", "fine"]

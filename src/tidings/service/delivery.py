@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from ..domain.delivery import Claim, Failed, Outcome, Retry, SendResult, decide
 from ..domain.errors import NotConfigured
@@ -26,8 +26,10 @@ class Dispatcher:
     def __init__(self, store: Store, clock: Clock, providers: ProviderPool, policy: RetryPolicy,
                  *, batch_size: int = 500, lease_seconds: float = 60.0,
                  poll_interval: float = 0.5, events: Events | None = None,
-                 lanes: int = 2) -> None:
+                 lanes: int = 2,
+                 housekeeping: Sequence[Callable[[], Awaitable[object]]] = ()) -> None:
         self._lanes = max(1, lanes)
+        self._chores = tuple(housekeeping)
         self._events = events
         self._store = store
         self._clock = clock
@@ -92,11 +94,18 @@ class Dispatcher:
         return [decide(c, r, self._policy, now) for c, r in zip(claims, results, strict=True)]
 
     async def housekeeping(self) -> None:
-        """Forget idempotency records past their 24 hours."""
+        """Forget idempotency records past their 24 hours, then run the other clean-ups the
+        worker was given (each on its own: one failing does not stop the next)."""
         async with self._store.transaction() as tx:
             purged = await tx.idempotency.purge(self._clock.now())
         if purged:
             log.info("purged %d expired idempotency records", purged)
+        for chore in self._chores:
+            try:
+                await chore()
+            except Exception:
+                log.exception("housekeeping %s failed; trying again later",
+                              getattr(chore, "__qualname__", chore))
 
     async def run(self, stop: asyncio.Event, housekeeping_every: float = 600.0) -> None:
         """`lanes` rounds in flight at once: while one batch waits on its providers, another is
