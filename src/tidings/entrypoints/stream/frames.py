@@ -18,8 +18,7 @@ def _dump(doc: dict[str, Any]) -> str:
 def event(ev: StreamEvent) -> str:
     text = ev.wire.get("event")
     if text is None:
-        text = ev.wire["event"] = _dump(
-            {"id": str(ev.seq), "type": ev.type, "data": ev.data})
+        text = ev.wire["event"] = _dump(event_doc(ev))
     return text
 
 
@@ -38,9 +37,13 @@ def ws_pair(ev: StreamEvent) -> bytes:
     data = ev.wire.get("ws")
     if data is None:
         data = ev.wire["ws"] = text_frames([
-            orjson.dumps({"id": str(ev.seq), "type": ev.type, "data": ev.data}),
+            orjson.dumps(event_doc(ev)),
             orjson.dumps(unread_doc(ev.seq, ev.unread_in_app, ev.unread))])
     return data
+
+
+def event_doc(ev: StreamEvent) -> dict[str, Any]:
+    return {"id": str(ev.seq), "type": ev.type, "data": ev.data}
 
 
 def unread_doc(seq: int, in_app: int, total: int) -> dict[str, Any]:
