@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -15,6 +17,21 @@ from tests.conftest import create_app_with_key, make_settings
 from tests.stream.conftest import Live, frame, open_stream, quiet
 from tests.stream.test_websocket import send, token
 from tidings.adapters.store.sql.idempotency import SqlIdempotency
+
+
+@contextmanager
+def publishes_dropped(hub: Any) -> Iterator[None]:
+    """The hub loses what is published meanwhile (the store still has it)."""
+    real = hub.publish
+
+    async def dropped(events: Any) -> None:
+        return None
+
+    hub.publish = dropped
+    try:
+        yield
+    finally:
+        hub.publish = real
 
 
 @pytest.fixture
@@ -43,22 +60,16 @@ async def test_rolled_back_send_publishes_nothing(live: Live, monkeypatch: Any) 
         assert (got["id"], got["data"]["title"]) == ("1", "next")  # no hole where it was
 
 
-async def test_lost_publish_is_filled_from_the_store(live: Live, container: Any,
-                                                     monkeypatch: Any) -> None:
+async def test_lost_publish_is_filled_from_the_store(live: Live, container: Any) -> None:
     shop = await create_app_with_key(live.client, "shop")
     tok = await token(live, shop, "ada")
     hub = container.streams.hub
-    real = hub.publish
     async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
         await frame(ws)
 
-        async def lossy(events: Any) -> None:
-            return None
-
-        monkeypatch.setattr(hub, "publish", lossy)
-        await send(live, shop, ["ada"], "lost")
-        await quiet(ws)
-        monkeypatch.setattr(hub, "publish", real)
+        with publishes_dropped(hub):
+            await send(live, shop, ["ada"], "lost")
+            await quiet(ws)
         await send(live, shop, ["ada"], "found")
         got = [await frame(ws) for _ in range(3)]
         assert [(g["id"], g["type"]) for g in got] == [
@@ -123,21 +134,15 @@ async def test_an_event_published_twice_arrives_once(live: Live, container: Any,
         await quiet(ws)
 
 
-async def test_a_hole_that_cannot_be_filled_becomes_a_reset(live: Live, container: Any,
-                                                            monkeypatch: Any) -> None:
+async def test_a_hole_that_cannot_be_filled_becomes_a_reset(live: Live, container: Any) -> None:
     shop = await create_app_with_key(live.client, "shop")
     tok = await token(live, shop, "ada")
     hub = container.streams.hub
-    real = hub.publish
     async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
         await frame(ws)
 
-        async def lossy(events: Any) -> None:
-            return None
-
-        monkeypatch.setattr(hub, "publish", lossy)
-        await send(live, shop, ["ada"], "lost and purged")
-        monkeypatch.setattr(hub, "publish", real)
+        with publishes_dropped(hub):
+            await send(live, shop, ["ada"], "lost and purged")
         async with container.store.transaction() as tx:  # gone from the store as well
             await tx.stream.purge(container.clock.now() + timedelta(seconds=1))
         container.clock.advance(1)
@@ -160,24 +165,18 @@ async def test_a_deleted_user_made_again_continues_the_numbers(live: Live) -> No
         assert (got["id"], got["data"]["title"]) == ("2", "second life")
 
 
-async def test_a_hub_that_was_away_has_its_streams_catch_up(live: Live, container: Any,
-                                                            monkeypatch: Any) -> None:
+async def test_a_hub_that_was_away_has_its_streams_catch_up(live: Live, container: Any) -> None:
     """A hub that lost its connection (Redis) says so once it is back: the streams read from
     the store what was published meanwhile, without waiting for the user's next event."""
     shop = await create_app_with_key(live.client, "shop")
     tok = await token(live, shop, "ada")
     hub = container.streams.hub
-    real = hub.publish
     async with open_stream(live, f"/v1/users/me/stream?token={tok}") as ws:
         await frame(ws)
 
-        async def away(events: Any) -> None:
-            return None
-
-        monkeypatch.setattr(hub, "publish", away)
-        await send(live, shop, ["ada"], "while the hub was away")
-        await quiet(ws)
-        monkeypatch.setattr(hub, "publish", real)
+        with publishes_dropped(hub):
+            await send(live, shop, ["ada"], "while the hub was away")
+            await quiet(ws)
         assert hub.resync(lambda app, user: user == "ada", container.clock.now()) == 1
         got = [await frame(ws) for _ in range(2)]
         assert [(g["id"], g["type"]) for g in got] == [
