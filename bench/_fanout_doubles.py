@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from _procs import cpu_seconds, free_port, pin_prefix
+
 FCM_NAME = b'{"name": "projects/p/messages/1"}'
 TOKEN_BODY = b'{"access_token": "x", "expires_in": 3600, "token_type": "Bearer"}'
 ACCESS_TOKEN = "x"
@@ -122,12 +124,6 @@ def make_tls(folder: Path) -> Tls:
 # --- processes -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 10.0) -> None:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -156,26 +152,6 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU seconds used so far by these processes (Linux /proc)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / tick
-
-
-def pin_prefix(core: int | None) -> list[str]:
-    if core is None or shutil.which("taskset") is None:
-        return []
-    return ["taskset", "-c", str(core)]
-
-
 @dataclass
 class Double:
     """A running double: where it listens, its processes, and how to stop them."""
@@ -199,7 +175,7 @@ class Double:
         self.pids = descendants(self.proc.pid)
 
     def cpu(self) -> float:
-        return cpu_seconds(self.pids)
+        return cpu_seconds(*self.pids)
 
     def describe(self) -> str:
         where = f"pinned to core {self.core}" if self.core is not None else "not pinned"

@@ -24,6 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from _procs import free_port
+
 MODULE_PATHS = ("/usr/lib/nginx/modules/ngx_nchan_module.so",
                 "/usr/lib64/nginx/modules/ngx_nchan_module.so",
                 "/usr/local/lib/nginx/modules/ngx_nchan_module.so")
@@ -71,12 +73,6 @@ def missing() -> str | None:
     if module_path() is None:
         return "the nchan module is not installed (apt-get install -y libnginx-mod-nchan)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass

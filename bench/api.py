@@ -20,7 +20,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,29 +31,13 @@ from pathlib import Path
 import aiohttp
 import orjson
 from _common import ADMIN_KEY, SECRET_KEY, check_quiet, console, median, ms, percentile, ratio, verdict
+from _procs import cpu_seconds, free_port
 from rich.progress import Progress
 from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
-TICKS = os.sysconf("SC_CLK_TCK")
 SEND_TARGET = 0.35
 INBOX_TARGET = 0.5
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
 
 
 def has_uvloop(pid: int) -> bool:

@@ -49,7 +49,6 @@ import resource
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -75,11 +74,11 @@ from _common import (
     ratio,
     verdict,
 )
+from _procs import cpu_seconds, free_port, pin_prefix
 from rich.table import Table
 
 BENCH = Path(__file__).resolve().parent
 CLIENT_CORE, SERVER_CORE = 1, 0
-TICKS = os.sysconf("SC_CLK_TCK")
 PARTS = ("memory", "latency", "broadcast", "churn")
 MEMORY_TARGET_KIB = 15.0
 LATENCY_TARGET_MS = 50.0
@@ -90,27 +89,6 @@ APP = "bench"
 
 
 # --- processes -------------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def pin_prefix(core: int) -> list[str]:
-    if shutil.which("taskset") and (os.cpu_count() or 1) >= 2:
-        return ["taskset", "-c", str(core)]
-    return []
-
-
-def cpu_seconds(pid: int) -> float:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
 
 @dataclass(frozen=True)
 class Mem:

@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _procs import free_port
+
 IMPLS = ("sansio", "lean", "websockets")
 LABELS = {"sansio": "uvicorn websockets-sansio", "lean": "tidings WebSocketProtocol",
           "websockets": "websockets library server"}
@@ -155,12 +157,6 @@ def settled_rss(pid: int, limit: float = 15.0) -> tuple[int, int]:
             return now
         last = now
     return last
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_port(port: int, proc: subprocess.Popen[str]) -> None:
