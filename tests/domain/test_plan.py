@@ -9,13 +9,8 @@ import pytest
 from tidings.domain.apps import App, route
 from tidings.domain.devices import Device, token_key
 from tidings.domain.ids import is_ulid, timestamp_ms
-from tidings.domain.notifications import (
-    DeliveryStatus,
-    Message,
-    NotificationStatus,
-    Recipient,
-    plan_notification,
-)
+from tidings.domain.notifications import DeliveryStatus, Message, NotificationStatus
+from tidings.domain.planning import Recipient, plan_notification
 
 NOW = datetime(2026, 11, 21, 9, 3, 47, 15000, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)

@@ -1,4 +1,4 @@
-"""Notifications, their deliveries, and how a send fans out into deliveries."""
+"""Notifications and their deliveries: the types, and how a status follows from deliveries."""
 
 from __future__ import annotations
 
@@ -7,10 +7,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
-
-from .apps import App, route
-from .devices import Device
-from .ids import new_id
 
 
 class Channel(StrEnum):
@@ -93,6 +89,7 @@ class Notification:
     deliveries: list[Delivery] = field(default_factory=list)
     # What only providers read: {"html", "collapse_key", "overrides"} (keys present when set).
     options: dict[str, Any] | None = None
+    broadcast_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -118,29 +115,6 @@ class Message:
         return found or None
 
 
-@dataclass(frozen=True)
-class Recipient:
-    """One addressee: a user of the app (with what we know of them) or a raw address."""
-
-    user_id: str | None = None
-    phone: str | None = None
-    email: str | None = None
-    devices: tuple[Device, ...] = ()
-    email_undeliverable: str | None = None  # why the address must not be mailed (a bounce)
-
-    @property
-    def to(self) -> dict[str, str]:
-        if self.user_id is not None:
-            return {"user_id": self.user_id}
-        if self.phone is not None:
-            return {"phone": self.phone}
-        return {"email": self.email or ""}
-
-    @property
-    def address(self) -> str | None:
-        return None if self.user_id is not None else (self.phone or self.email)
-
-
 def derive_status(deliveries: Sequence[Delivery] | Sequence[str]) -> NotificationStatus:
     """A notification's status follows from its deliveries.
 
@@ -163,53 +137,13 @@ def derive_status(deliveries: Sequence[Delivery] | Sequence[str]) -> Notificatio
     return NotificationStatus.FAILED
 
 
-def plan_notification(app: App, recipient: Recipient, message: Message, now: datetime) -> Notification:
-    """One notification for the recipient with one delivery per target (the outbox rows)."""
-    # Ids carry `now`, so the inbox's time bounds (since/until) can be id bounds on one index.
-    now_ms = int(now.timestamp() * 1000)
-    notification_id = new_id(now_ms)
-    deliveries: list[Delivery] = []
+PREFERENCE = "preference"  # the error of a delivery skipped because the user opted out
 
-    def add(channel: str, provider: str, target: str | None, status: str, error: str | None) -> None:
-        deliveries.append(
-            Delivery(
-                id=new_id(now_ms), notification_id=notification_id, app_id=app.id,
-                user_id=recipient.user_id, channel=channel, provider=provider, target=target,
-                status=status, attempts=0, error=error, provider_message_id=None,
-                created_at=now, updated_at=now,
-                due_at=now if status == DeliveryStatus.PENDING else None,
-            )
-        )
 
-    for channel in message.channels:
-        if channel == Channel.PUSH:
-            enabled = [d for d in recipient.devices if d.enabled]
-            if not enabled:
-                add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no enabled device")
-            for device in enabled:
-                provider = device.provider or route(app, channel, device.platform)
-                add(channel, provider, device.id, DeliveryStatus.PENDING, None)
-        elif channel == Channel.IN_APP:
-            # Stored is delivered: the inbox row is written in the same transaction.
-            add(channel, route(app, channel), recipient.user_id, DeliveryStatus.SENT, None)
-        elif channel == Channel.SMS:
-            if recipient.phone:
-                add(channel, route(app, channel), recipient.phone, DeliveryStatus.PENDING, None)
-            else:
-                add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no phone number")
-        elif channel == Channel.EMAIL:
-            if recipient.email and recipient.email_undeliverable:
-                add(channel, route(app, channel), recipient.email, DeliveryStatus.SKIPPED,
-                    f"email undeliverable: {recipient.email_undeliverable}")
-            elif recipient.email:
-                add(channel, route(app, channel), recipient.email, DeliveryStatus.PENDING, None)
-            else:
-                add(channel, route(app, channel), None, DeliveryStatus.SKIPPED, "no email address")
-    return Notification(
-        id=notification_id, app_id=app.id, user_id=recipient.user_id, to=recipient.to,
-        to_address=recipient.address, channels=list(message.channels), title=message.title,
-        body=message.body, data=dict(message.data), category=message.category, created_at=now,
-        send_at=None, status=derive_status(deliveries), read_at=None,
-        sender_id=message.sender_id, ttl=message.ttl, priority=message.priority,
-        deliveries=deliveries, options=message.options,
-    )
+def feed_channels(n: Notification) -> list[str]:
+    """The channels the notification is listed under in the inbox: a channel the user opted
+    out of (for this category) is not, so an opted-out in-app notice stays out of the feed."""
+    if not n.deliveries:
+        return n.channels
+    opted_out = {d.channel for d in n.deliveries if d.error == PREFERENCE}
+    return [c for c in n.channels if c not in opted_out] if opted_out else n.channels

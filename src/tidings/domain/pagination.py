@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from .errors import ValidationFailed
+from .ids import is_ulid
 
 T = TypeVar("T")
 MAX_LIMIT = 200
@@ -56,3 +57,13 @@ def check_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed.on("limit", f"must be between 1 and {MAX_LIMIT}")
     return limit
+
+
+def id_cursor(cursor: str | None) -> str | None:
+    """The id a cursor of an id-ordered list names (None for the first page)."""
+    if cursor is None:
+        return None
+    (last,) = decode_cursor(cursor)
+    if not is_ulid(last):
+        raise ValidationFailed.on("cursor", "is not a cursor this service gave out")
+    return last

@@ -15,7 +15,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from .notifications import Channel, Notification
+from .notifications import Channel, Notification, NotificationStatus, feed_channels
 from .webhooks import iso
 
 CREATED = "notification.created"
@@ -138,4 +138,5 @@ def inbox_item(n: Notification) -> dict[str, Any]:
 
 def is_streamed(n: Notification) -> bool:
     """Only the in-app feed is streamed live (push, SMS and e-mail reach the user elsewhere)."""
-    return n.user_id is not None and Channel.IN_APP in n.channels
+    return (n.user_id is not None and n.status != NotificationStatus.SCHEDULED
+            and Channel.IN_APP in feed_channels(n))

@@ -24,6 +24,8 @@ class User:
     # Set by a hard bounce or complaint: e-mail to this address is skipped until it changes.
     email_undeliverable_at: datetime | None = None
     email_undeliverable_reason: str | None = None
+    # {"start": "HH:MM", "end": "HH:MM"}: push and SMS wait while it is quiet for the user.
+    quiet_hours: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
