@@ -6,17 +6,20 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from .domain.apps import ApiKey, App
+from .domain.broadcasts import Broadcast, Progress
 from .domain.delivery import Claim, OutboundMessage, Outcome, SendResult
 from .domain.devices import Device
 from .domain.events import AppEvent, EventOutcome
 from .domain.idempotency import IdempotencyRecord
 from .domain.notifications import Delivery, Notification
 from .domain.receipts import Receipt
+from .domain.segments import Segment
 from .domain.stream import Kick, StreamEvent, StreamHead
-from .domain.users import AttributeEquals, User
+from .domain.topics import Subscription, Topic
+from .domain.users import User
 
 
 class Clock(Protocol):
@@ -63,11 +66,53 @@ class UserRepo(Protocol):
     async def delete(self, app_id: str, user_id: str) -> bool:
         """Remove the profile, devices, inbox and deliveries; True if anything existed."""
         ...
-    async def list(self, app_id: str, filters: Sequence[AttributeEquals], limit: int,
-                   after: str | None) -> list[User]: ...
+    async def list(self, app_id: str, segment: Segment | None, limit: int,
+                   after: str | None) -> list[User]:
+        """The app's users that match `segment` (all when None), by id, after `after`."""
+        ...
+    async def count(self, app_id: str, segment: Segment | None) -> int: ...
     async def mark_email_undeliverable(self, app_id: str, user_id: str, address: str,
                                        reason: str, at: datetime) -> bool:
         """Mark the user's e-mail undeliverable if it still is `address`; True if marked."""
+        ...
+
+
+class PreferenceRepo(Protocol):
+    async def get(self, app_id: str, user_id: str) -> dict[str, Any] | None: ...
+    async def get_many(self, app_id: str, user_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """The stored preferences of those users that have any."""
+        ...
+    async def put(self, app_id: str, user_id: str, doc: dict[str, Any], at: datetime) -> None: ...
+
+
+class TopicRepo(Protocol):
+    async def put(self, topic: Topic) -> bool:
+        """Create, or update the name of, a topic; True when it was created."""
+        ...
+    async def get(self, app_id: str, key: str) -> Topic | None: ...
+    async def delete(self, app_id: str, key: str) -> bool:
+        """Remove the topic and its subscriptions."""
+        ...
+    async def subscribe(self, app_id: str, key: str, user_id: str, at: datetime) -> bool:
+        """True when the user was not subscribed before; raises NotFound when the topic does
+        not exist."""
+        ...
+    async def unsubscribe(self, app_id: str, key: str, user_id: str) -> bool: ...
+    async def subscribers(self, app_id: str, key: str, limit: int,
+                          before: tuple[int, str] | None) -> list[Subscription]:
+        """Newest first; `before` is the (created_at ms, user_id) of the last one seen."""
+        ...
+    async def subscriber_ids(self, app_id: str, key: str, after: str | None,
+                             limit: int) -> list[str]:
+        """User ids in ascending order after `after` (a broadcast's expansion)."""
+        ...
+    async def count(self, app_id: str, key: str) -> int: ...
+    async def of_user(self, app_id: str, user_id: str, limit: int,
+                      after: str | None) -> list[Subscription]:
+        """The user's subscriptions by topic key."""
+        ...
+    async def list(self, app_id: str, limit: int, after: str | None) -> list[Topic]:
+        """By key, after `after`."""
         ...
 
 
@@ -100,6 +145,43 @@ class NotificationRepo(Protocol):
                             before_id: str | None, at: datetime) -> int: ...
     async def by_address(self, app_id: str, address: str, limit: int,
                          before_id: str | None) -> list[Notification]: ...
+    async def due(self, now: datetime, limit: int) -> list[Notification]:
+        """Scheduled notifications whose time has come, locked for this transaction (another
+        scheduler skips them)."""
+        ...
+    async def fire(self, items: Sequence[Notification]) -> None:
+        """Store the status and deliveries planned for scheduled notifications now due, and
+        count them unread."""
+        ...
+    async def cancel(self, app_id: str, notification_id: str, at: datetime) -> Notification | None:
+        """Cancel a still scheduled notification; None when there is no such notification.
+        One that is no longer scheduled comes back unchanged."""
+        ...
+
+
+class BroadcastRepo(Protocol):
+    async def add(self, broadcast: Broadcast) -> None: ...
+    async def get(self, app_id: str, broadcast_id: str) -> Broadcast | None: ...
+    async def list(self, app_id: str, limit: int, before_id: str | None) -> list[Broadcast]: ...
+    async def claim(self, now: datetime, lease_seconds: float, lease_id: str) -> Broadcast | None:
+        """Take one broadcast that is due (or whose worker's lease expired) under a lease."""
+        ...
+    async def advance(self, broadcast: Broadcast, lease_id: str,
+                      lease_until: datetime | None) -> bool:
+        """Store the broadcast's cursor, counts and status if `lease_id` still holds it, and
+        keep the lease until `lease_until` (None: the work is over, let it go); False when the
+        lease no longer holds (the batch written with it must then roll back)."""
+        ...
+    async def cancel(self, app_id: str, broadcast_id: str, at: datetime) -> Broadcast | None: ...
+    async def progress(self, app_id: str, broadcast_id: str) -> Progress:
+        """How many of the broadcast's notifications are in each status."""
+        ...
+    async def sweep(self, broadcast_id: str, after_user: str | None, reason: str,
+                    at: datetime, limit: int) -> str | None:
+        """For a canceled broadcast: cancel the still scheduled notifications and skip the
+        pending deliveries of up to `limit` recipients after `after_user` (by user id).
+        Returns the last user id swept, None when none were left."""
+        ...
 
 
 class DeliveryQueue(Protocol):
@@ -178,6 +260,9 @@ class Tx(Protocol):
     idempotency: IdempotencyRepo
     events: EventOutbox
     stream: StreamLog
+    preferences: PreferenceRepo
+    topics: TopicRepo
+    broadcasts: BroadcastRepo
 
 
 class Store(Protocol):

@@ -13,7 +13,9 @@ from tidings.domain.devices import Device
 from tidings.domain.errors import IdempotencyRace, StoreConflict
 from tidings.domain.idempotency import IdempotencyRecord
 from tidings.domain.ids import new_id
-from tidings.domain.notifications import DeliveryStatus, Message, Recipient, plan_notification
+from tidings.domain.notifications import DeliveryStatus, Message
+from tidings.domain.planning import Recipient, plan_notification
+from tidings.domain.segments import from_query
 from tidings.domain.users import AttributeEquals, User, parse_query_value
 from tidings.ports import InboxQuery
 
@@ -100,7 +102,7 @@ async def test_users_upsert_filter_and_delete_everything(store):
 
     async def ids(*filters):
         async with store.reader() as tx:
-            return [u.id for u in await tx.users.list("acme", list(filters), 50, None)]
+            return [u.id for u in await tx.users.list("acme", from_query(list(filters)), 50, None)]
 
     assert await ids() == ["u1", "u2", "u3"]
     assert await ids(AttributeEquals("plan", parse_query_value("pro"))) == ["u1"]
@@ -110,7 +112,7 @@ async def test_users_upsert_filter_and_delete_everything(store):
                      AttributeEquals("seats", parse_query_value("6"))) == []
     async with store.reader() as tx:
         assert (await tx.users.get("acme", "u1")).email == "c@d.co"
-        assert (await tx.users.list("acme", [], 2, "u1"))[0].id == "u2"
+        assert (await tx.users.list("acme", None, 2, "u1"))[0].id == "u2"
 
     # Deleting a user takes its devices and inbox along.
     n = plan_notification(app(), Recipient(user_id="u1"), Message(("in_app",), title="t"), NOW)

@@ -15,10 +15,15 @@ from .rows import app_from, app_values, key_from, opt_ms, to_ms
 from .schema import (
     api_keys,
     apps,
+    broadcasts,
     deliveries,
     devices,
     idempotency_keys,
     notifications,
+    preferences,
+    topic_subscriptions,
+    topics,
+    user_attributes,
     users,
     webhook_events,
 )
@@ -50,7 +55,8 @@ class SqlApps:
         await self._c.execute(update(apps).where(apps.c.id == app.id).values(values))
 
     async def delete(self, app_id: str) -> bool:
-        for table in (deliveries, notifications, devices, users, api_keys, webhook_events):
+        for table in (deliveries, notifications, devices, users, user_attributes, preferences,
+                      topic_subscriptions, topics, broadcasts, api_keys, webhook_events):
             await self._c.execute(delete(table).where(table.c.app_id == app_id))
         await self._c.execute(delete(idempotency_keys).where(idempotency_keys.c.scope == app_id))
         await counters.forget(self._c, app_id)

@@ -7,11 +7,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from ....domain.notifications import CHANNEL_BITS, Channel
+from .rows import forget_rows
 from .schema import inbox_counters as t
 
 COLUMNS = {bit: f"unread_{channel.value}" for channel, bit in CHANNEL_BITS.items()}
@@ -49,7 +50,11 @@ def deltas(app_id: str, rows: Iterable[tuple[str, int]], sign: int) -> list[dict
 
 async def apply(conn: Any, changes: list[dict[str, Any]]) -> None:
     if changes:
-        await conn.execute(_UPSERTS[conn.dialect.name], changes)
+        plain = getattr(conn, "executemany_plain", None)
+        if plain is not None:
+            await plain(_UPSERTS["sqlite"], [{**c, "stream_seq": 0} for c in changes])
+        else:
+            await conn.execute(_UPSERTS[conn.dialect.name], changes)
 
 
 async def read(conn: Any, app_id: str, user_id: str, channel: str | None) -> int:
@@ -70,7 +75,4 @@ async def zero(conn: Any, app_id: str, user_id: str) -> None:
 
 
 async def forget(conn: Any, app_id: str, user_id: str | None = None) -> None:
-    q = delete(t).where(t.c.app_id == app_id)
-    if user_id is not None:
-        q = q.where(t.c.user_id == user_id)
-    await conn.execute(q)
+    await forget_rows(conn, t, app_id, user_id)

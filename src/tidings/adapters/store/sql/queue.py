@@ -121,10 +121,10 @@ class SqlQueue:
                 for o in outcomes if o.device_ref]
         if refs:
             await self._c.execute(_KEEP_REF, refs)
-        await self._refresh_statuses({o.notification_id for o in outcomes})
+        await self.refresh_statuses({o.notification_id for o in outcomes})
         return taken
 
-    async def _refresh_statuses(self, note_ids: set[str]) -> None:
+    async def refresh_statuses(self, note_ids: set[str]) -> None:
         """Bring the notifications' status in line with their deliveries'."""
         statuses: dict[str, list[str]] = defaultdict(list)
         for note_id, status in await self._c.execute(_STATUSES, {"ids": list(note_ids)}):
@@ -151,5 +151,5 @@ class SqlQueue:
         await self._c.execute(update(deliveries).where(d.id == found.id).values(
             status=found.status, error=found.error, updated_at=to_ms(receipt.at), due_at=None,
             lease_id=None))
-        await self._refresh_statuses({found.notification_id})
+        await self.refresh_statuses({found.notification_id})
         return found, True

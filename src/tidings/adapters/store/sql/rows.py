@@ -63,6 +63,7 @@ def user_from(row: Any) -> User:
         locale=row.locale, attributes=row.attributes or {}, created_at=from_ms(row.created_at),
         updated_at=from_ms(row.updated_at), email_undeliverable_at=opt_dt(row.email_undeliverable_at),
         email_undeliverable_reason=row.email_undeliverable_reason,
+        quiet_hours=row.quiet_hours,
     )
 
 
@@ -91,12 +92,12 @@ def notification_from(row: Any) -> Notification:
     """From a row of all the table's columns, in table order (unpacked by position: reading
     eighteen attributes by name was the inbox page's largest cost)."""
     (id_, app_id, user_id, to_address, recipient, channels, _mask, title, body, data, category,
-     created_at, send_at, status, read_at, sender_id, ttl, priority, options) = row
+     created_at, send_at, status, read_at, sender_id, ttl, priority, options, broadcast_id) = row
     return Notification(
         id_, app_id, user_id, recipient, to_address, channels, title, body, data, category,
         _UTC_FROM(created_at / 1000, UTC), None if send_at is None else _UTC_FROM(send_at / 1000, UTC),
         status, None if read_at is None else _UTC_FROM(read_at / 1000, UTC), sender_id, ttl,
-        priority, [], options,
+        priority, [], options, broadcast_id,
     )
 
 
@@ -107,7 +108,7 @@ def notification_values(n: Notification, mask: int) -> dict[str, Any]:
         "body": n.body, "data": n.data, "category": n.category,
         "created_at": to_ms(n.created_at), "send_at": opt_ms(n.send_at), "status": n.status,
         "read_at": opt_ms(n.read_at), "sender_id": n.sender_id, "ttl": n.ttl,
-        "priority": n.priority, "options": n.options,
+        "priority": n.priority, "options": n.options, "broadcast_id": n.broadcast_id,
     }
 
 
@@ -141,3 +142,11 @@ async def execute_many(conn: Any, statement: Any, rows: list[dict[str, Any]]) ->
     result = await conn.execute(statement, rows)
     return int(result.rowcount) if result.rowcount is not None and result.rowcount >= 0 \
         else len(rows)
+
+
+async def forget_rows(conn: Any, table: Any, app_id: str, user_id: str | None = None) -> None:
+    """Delete the app's rows of a table keyed by (app_id, user_id), or only the user's."""
+    q = table.delete().where(table.c.app_id == app_id)
+    if user_id is not None:
+        q = q.where(table.c.user_id == user_id)
+    await conn.execute(q)

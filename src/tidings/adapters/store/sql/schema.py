@@ -8,6 +8,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Double,
     Index,
     Integer,
     LargeBinary,
@@ -73,6 +74,87 @@ users = Table(
     # Set when a hard bounce or complaint said the address must not be mailed again.
     Column("email_undeliverable_at", Ms, nullable=True),
     Column("email_undeliverable_reason", String(300), nullable=True),
+    # {"start": "22:00", "end": "07:00"}: push and SMS in that window wait for its end.
+    Column("quiet_hours", Json, nullable=True),
+    # Segments select on these as well as on the attributes.
+    Index("ix_users_timezone", "app_id", "timezone"),
+    Index("ix_users_locale", "app_id", "locale"),
+    Index("ix_users_created", "app_id", "created_at"),
+)
+
+# Every attribute value of every user, one row per (path, value), so that a segment's
+# conditions are index lookups whatever attribute they name: `kind` is s(tring), n(umber),
+# b(oolean, in `num`), z (null), o(bject), a(rray), l(ong string, kept but not comparable).
+user_attributes = Table(
+    "user_attributes", metadata,
+    Column("app_id", String(64), nullable=False),
+    Column("user_id", String(256), nullable=False),
+    Column("path", String(300), nullable=False),
+    Column("kind", String(1), nullable=False),
+    Column("text", String(256), nullable=True),
+    Column("num", Double, nullable=True),
+    # Each user's rows, whole: "has this user a value in this range", "has this user this
+    # path" are read here without touching the table.
+    Index("ix_user_attributes_user", "app_id", "user_id", "path", "kind", "text", "num"),
+    # user_id last: one value's users come out in id order (a set that is cheap to build),
+    # and "has this user this value" is one seek.
+    Index("ix_user_attributes_text", "app_id", "path", "kind", "text", "user_id"),
+    Index("ix_user_attributes_num", "app_id", "path", "kind", "num", "user_id"),
+)
+
+# What each user opted out of, per channel and per category (see domain.preferences).
+preferences = Table(
+    "preferences", metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("user_id", String(256), primary_key=True),
+    Column("doc", Json, nullable=False),
+    Column("updated_at", Ms, nullable=False),
+)
+
+topics = Table(
+    "topics", metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("key", String(128), primary_key=True),
+    Column("name", String(200), nullable=True),
+    Column("created_at", Ms, nullable=False),
+    Column("updated_at", Ms, nullable=False),
+)
+
+topic_subscriptions = Table(
+    "topic_subscriptions", metadata,
+    Column("app_id", String(64), primary_key=True),
+    Column("topic", String(128), primary_key=True),
+    Column("user_id", String(256), primary_key=True),
+    Column("created_at", Ms, nullable=False),
+    # A user's topics, and removing a user's subscriptions with the user.
+    Index("ix_topic_subscriptions_user", "app_id", "user_id", "topic"),
+    # Subscribers newest first (the list endpoint).
+    Index("ix_topic_subscriptions_recent", "app_id", "topic", "created_at", "user_id"),
+)
+
+# A send to a topic, a segment or everyone, expanded by the worker in batches into one
+# notification per recipient. `cursor` is the last user id expanded: a batch and the cursor
+# move in one transaction, so a crash mid-expansion neither loses nor doubles a recipient.
+broadcasts = Table(
+    "broadcasts", metadata,
+    Column("id", String(26), primary_key=True),
+    Column("app_id", String(64), nullable=False),
+    Column("audience", Json, nullable=False),
+    Column("message", Json, nullable=False),
+    Column("send_at", Ms, nullable=True),
+    Column("local_time", String(5), nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("cursor", String(256), nullable=True),
+    Column("recipients", Integer, nullable=True),
+    Column("expanded", Integer, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("created_at", Ms, nullable=False),
+    Column("updated_at", Ms, nullable=False),
+    Column("due_at", Ms, nullable=True),  # when a worker may take it on; NULL once ended
+    Column("lease_id", String(26), nullable=True),
+    Index("ix_broadcasts_app", "app_id", "id"),
+    Index("ix_broadcasts_queue", "due_at",
+          sqlite_where=text("due_at IS NOT NULL"), postgresql_where=text("due_at IS NOT NULL")),
 )
 
 devices = Table(
@@ -119,6 +201,7 @@ notifications = Table(
     Column("priority", String(8), nullable=False),
     # Sending options that only providers read: {"html", "collapse_key", "overrides"}.
     Column("options", Json, nullable=True),
+    Column("broadcast_id", String(26), nullable=True),
     # The inbox: a user's notifications newest first, by id (ids sort by creation time).
     Index("ix_notifications_inbox", "app_id", "user_id", "id"),
     # Unread counts and read-all touch only the unread rows.
@@ -126,6 +209,13 @@ notifications = Table(
           sqlite_where=text("read_at IS NULL"), postgresql_where=text("read_at IS NULL")),
     Index("ix_notifications_address", "app_id", "to_address", "id",
           sqlite_where=text("to_address IS NOT NULL"), postgresql_where=text("to_address IS NOT NULL")),
+    # The scheduler's queue: notifications waiting for their send_at.
+    Index("ix_notifications_scheduled", "send_at",
+          sqlite_where=text("status = 'scheduled'"), postgresql_where=text("status = 'scheduled'")),
+    # One notification per recipient of a broadcast, whatever happens to its expansion.
+    Index("uq_notifications_broadcast", "broadcast_id", "user_id", unique=True,
+          sqlite_where=text("broadcast_id IS NOT NULL"),
+          postgresql_where=text("broadcast_id IS NOT NULL")),
 )
 
 deliveries = Table(

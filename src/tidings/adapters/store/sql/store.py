@@ -17,11 +17,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from ....domain.errors import NotConfigured
 from .apps import SqlApps, SqlKeys
+from .broadcasts import SqlBroadcasts
 from .events import SqlEvents
 from .idempotency import SqlIdempotency
 from .notifications import SqlNotifications
+from .preferences import SqlPreferences
 from .queue import SqlQueue
 from .stream import SqlStream
+from .topics import SqlTopics
 from .users import SqlDevices, SqlUsers
 
 _SQLITE_PRAGMAS = (
@@ -110,6 +113,9 @@ class SqlTx:
         self.idempotency = SqlIdempotency(conn)
         self.events = SqlEvents(conn)
         self.stream = SqlStream(conn)
+        self.preferences = SqlPreferences(conn)
+        self.topics = SqlTopics(conn)
+        self.broadcasts = SqlBroadcasts(conn)
 
 
 class SqlStore:

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import bindparam, delete, func, insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -19,7 +20,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from ....domain.stream import StreamEvent, StreamHead
 from ....ports import StreamEntry
 from .counters import COLUMNS
-from .rows import from_ms, to_ms
+from .rows import forget_rows, from_ms, to_ms
 from .schema import inbox_counters, stream_events
 
 c = inbox_counters.c
@@ -49,6 +50,7 @@ _HEAD = select(c.stream_seq, c.unread, c.unread_in_app, select(func.min(s.seq)).
     s.app_id == c.app_id, s.user_id == c.user_id).scalar_subquery()).where(
     c.app_id == bindparam("app"), c.user_id == bindparam("user"))
 _NO_LIMIT = 2**62
+_INSERT = insert(stream_events)
 
 
 class SqlStream:
@@ -77,9 +79,15 @@ class SqlStream:
             events.extend(StreamEvent(app_id, user, first + i, e.type, dict(e.data), at,
                                       unread, unread_in_app) for i, e in enumerate(mine))
         ms = to_ms(at)
-        await self._c.execute(insert(stream_events), [
-            {"app_id": app_id, "user_id": e.user_id, "seq": e.seq, "type": e.type,
-             "data": e.data, "created_at": ms} for e in events])
+        if hasattr(self._c, "executemany_plain"):  # SQLite: straight through the driver
+            dumps = orjson.dumps
+            await self._c.executemany_plain(_INSERT, [
+                {"app_id": app_id, "user_id": e.user_id, "seq": e.seq, "type": e.type,
+                 "data": dumps(e.data).decode(), "created_at": ms} for e in events])
+        else:
+            await self._c.execute(_INSERT, [
+                {"app_id": app_id, "user_id": e.user_id, "seq": e.seq, "type": e.type,
+                 "data": e.data, "created_at": ms} for e in events])
         return events
 
     async def since(self, app_id: str, user_id: str, after: int, upto: int | None,
@@ -104,7 +112,4 @@ class SqlStream:
 
 
 async def forget(conn: Any, app_id: str, user_id: str | None = None) -> None:
-    q = delete(stream_events).where(s.app_id == app_id)
-    if user_id is not None:
-        q = q.where(s.user_id == user_id)
-    await conn.execute(q)
+    await forget_rows(conn, stream_events, app_id, user_id)

@@ -7,26 +7,31 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
-    ColumnElement,
     bindparam,
     delete,
-    func,
     insert,
-    or_,
     select,
-    type_coerce,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ....domain.devices import Device
 from ....domain.errors import StoreConflict
-from ....domain.users import AttributeEquals, User
-from . import counters, stream
+from ....domain.segments import Segment, attribute_rows
+from ....domain.users import User
+from . import counters, preferences, stream, topics
 from .rows import device_from, device_values, opt_ms, to_ms, user_from
 from .schema import deliveries, devices, notifications, users
+from .segments import (
+    count_users,
+    forget_attributes,
+    forget_user,
+    page_clause,
+    write_attributes,
+)
+
+__all__ = ["SqlDevices", "SqlUsers", "forget_attributes"]
 
 
 def _user_values(user: User) -> dict[str, Any]:
@@ -37,13 +42,13 @@ def _user_values(user: User) -> dict[str, Any]:
         "updated_at": to_ms(user.updated_at) if user.updated_at else 0,
         "email_undeliverable_at": opt_ms(user.email_undeliverable_at),
         "email_undeliverable_reason": user.email_undeliverable_reason,
+        "quiet_hours": user.quiet_hours,
     }
 
 
 class SqlUsers:
     def __init__(self, conn: AsyncConnection) -> None:
         self._c = conn
-        self._pg = conn.dialect.name == "postgresql"
 
     async def get(self, app_id: str, user_id: str) -> User | None:
         row = (await self._c.execute(
@@ -65,10 +70,14 @@ class SqlUsers:
                 await self._c.execute(insert(users).values(values))
             except IntegrityError as exc:
                 raise StoreConflict("user was created concurrently") from exc
+            await write_attributes(self._c, user.app_id, user.id, user.attributes)
             return True
         values.pop("created_at")
         await self._c.execute(update(users).where(
             users.c.app_id == user.app_id, users.c.id == user.id).values(values))
+        # Compared as index rows: 1 == True in Python, but they are not the same attribute.
+        if set(attribute_rows(existing.attributes)) != set(attribute_rows(user.attributes)):
+            await write_attributes(self._c, user.app_id, user.id, user.attributes)
         return False
 
     async def ensure(self, app_id: str, user_id: str, at: datetime) -> None:
@@ -81,6 +90,8 @@ class SqlUsers:
                     app_id=app_id, id=user_id, attributes={}, created_at=ms, updated_at=ms))
             except IntegrityError as exc:
                 raise StoreConflict("user was created concurrently") from exc
+            # No attributes: nothing to index, and nothing left over from an earlier namesake.
+            await forget_user(self._c, app_id, user_id)
 
     async def delete(self, app_id: str, user_id: str) -> bool:
         inbox = select(notifications.c.id).where(
@@ -92,26 +103,12 @@ class SqlUsers:
             devices.c.app_id == app_id, devices.c.user_id == user_id))
         u = await self._c.execute(delete(users).where(
             users.c.app_id == app_id, users.c.id == user_id))
+        await forget_user(self._c, app_id, user_id)
+        await topics.forget(self._c, app_id, user_id)
+        await preferences.forget(self._c, app_id, user_id)
         await counters.zero(self._c, app_id, user_id)
         await stream.forget(self._c, app_id, user_id)
         return bool(d.rowcount or n.rowcount or v.rowcount or u.rowcount)
-
-    def _attribute_clause(self, f: AttributeEquals) -> ColumnElement[bool]:
-        if self._pg:
-            column = type_coerce(users.c.attributes, JSONB)
-            return or_(*(column.contains({f.key: v}) for v in f.values))
-        path = f'$."{f.key}"'
-        extracted = func.json_extract(users.c.attributes, path)
-        typed = func.json_type(users.c.attributes, path)
-        clauses = []
-        for v in f.values:
-            if isinstance(v, bool):
-                clauses.append(typed == ("true" if v else "false"))
-            elif isinstance(v, str):
-                clauses.append((typed == "text") & (extracted == v))
-            else:
-                clauses.append(typed.in_(("integer", "real")) & (extracted == v))
-        return or_(*clauses)
 
     async def mark_email_undeliverable(self, app_id: str, user_id: str, address: str,
                                        reason: str, at: datetime) -> bool:
@@ -120,14 +117,19 @@ class SqlUsers:
         ).values(email_undeliverable_at=to_ms(at), email_undeliverable_reason=reason[:300]))
         return bool(result.rowcount)
 
-    async def list(self, app_id: str, filters: Sequence[AttributeEquals], limit: int,
+    async def list(self, app_id: str, segment: Segment | None, limit: int,
                    after: str | None) -> list[User]:
-        q = select(users).where(users.c.app_id == app_id).order_by(users.c.id).limit(limit)
+        # The ids first (an index, and the probes), then only the rows of the page.
+        ids = select(users.c.id).where(users.c.app_id == app_id).order_by(users.c.id).limit(limit)
         if after is not None:
-            q = q.where(users.c.id > after)
-        for f in filters:
-            q = q.where(self._attribute_clause(f))
+            ids = ids.where(users.c.id > after)
+        if segment is not None:
+            ids = ids.where(await page_clause(self._c, app_id, segment, after, limit))
+        q = select(users).where(users.c.app_id == app_id, users.c.id.in_(ids)).order_by(users.c.id)
         return [user_from(r) for r in await self._c.execute(q)]
+
+    async def count(self, app_id: str, segment: Segment | None) -> int:
+        return await count_users(self._c, app_id, segment)
 
 
 _DEVICES_OF_USER = (select(devices)
