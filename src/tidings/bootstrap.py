@@ -19,6 +19,7 @@ from .domain.errors import NotConfigured
 from .domain.retry import RetryPolicy
 from .ports import Clock, Hub, ProviderFactory, Store, WebhookSender
 from .service.apps import Apps
+from .service.broadcasting import Broadcasts
 from .service.clock import SystemClock
 from .service.delivery import Dispatcher
 from .service.events import EventDispatcher, Events
@@ -26,11 +27,14 @@ from .service.idempotency import Idempotency
 from .service.inbox import Inbox
 from .service.keys import Credentials
 from .service.pairing import Pairing
+from .service.preferences import PreferenceSettings
 from .service.providers import ProviderPool
 from .service.receipts import Receipts
+from .service.scheduling import Scheduler
 from .service.secrets import SecretBox
 from .service.sending import Sender
 from .service.stream import Streams
+from .service.topics import Topics
 from .service.users import Users
 from .settings import Settings
 
@@ -56,6 +60,10 @@ class Container:
     receipts: Receipts
     event_dispatcher: EventDispatcher
     streams: Streams
+    topics: Topics
+    scheduler: Scheduler
+    preferences: PreferenceSettings
+    broadcasts: Broadcasts
 
     async def prepare(self) -> str | None:
         """Migrate the schema and make sure an admin key exists; returns a new admin key once."""
@@ -64,9 +72,10 @@ class Container:
         return await self.credentials.ensure_admin(admin)
 
     async def run_workers(self, stop: asyncio.Event) -> None:
-        """The delivery engine (with its housekeeping) and the app-event sender, until `stop`
-        is set."""
-        await asyncio.gather(self.dispatcher.run(stop), self.event_dispatcher.run(stop))
+        """The delivery engine (with its housekeeping), the app-event sender, the scheduler and
+        the broadcast expansion, until `stop` is set."""
+        await asyncio.gather(self.dispatcher.run(stop), self.event_dispatcher.run(stop),
+                             self.scheduler.run(stop), self.broadcasts.run(stop))
 
     async def close(self) -> None:
         await self.streams.hub.close()
@@ -156,6 +165,12 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
         pairing=Pairing(store, clock),
         inbox=Inbox(store, clock, events, streams), idempotency=idempotency,
         sender=Sender(store, clock, idempotency, on_queued=dispatcher.wake, streams=streams),
-        streams=streams,
+        streams=streams, topics=Topics(store, clock),
+        preferences=PreferenceSettings(store, clock, apps),
+        scheduler=Scheduler(store, clock, apps, streams=streams, on_queued=dispatcher.wake),
+        broadcasts=Broadcasts(store, clock, apps, idempotency, streams=streams,
+                              on_queued=dispatcher.wake,
+                              batch_size=settings.broadcast_batch_size,
+                              poll_interval=settings.worker_poll_interval),
         providers=providers, dispatcher=dispatcher,
     )

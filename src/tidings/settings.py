@@ -26,6 +26,8 @@ class Settings(BaseSettings):
     worker_batch_size: int = Field(500, ge=1, le=10_000)
     worker_lease_seconds: float = Field(60.0, gt=0)
     worker_poll_interval: float = Field(0.5, gt=0, le=60)
+    # Recipients a broadcast writes per transaction while it expands.
+    broadcast_batch_size: int = Field(1000, ge=10, le=10_000)
     # Batches one worker process has in flight at once (claimed, sending or being recorded).
     worker_lanes: int = Field(2, ge=1, le=32)
     provider_concurrency: dict[str, int] = Field(default_factory=dict)

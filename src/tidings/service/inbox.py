@@ -6,9 +6,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from ..domain.errors import Conflict, NotFound, ValidationFailed
-from ..domain.ids import floor_id, is_ulid
-from ..domain.notifications import Notification
-from ..domain.pagination import check_limit, decode_cursor, page_of
+from ..domain.ids import floor_id
+from ..domain.notifications import Notification, NotificationStatus
+from ..domain.pagination import check_limit, id_cursor, page_of
 from ..domain.webhooks import iso
 from ..ports import Clock, InboxQuery, Store
 from .events import Events
@@ -26,15 +26,6 @@ def _ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
 
 
-def _cursor_id(cursor: str | None) -> str | None:
-    if cursor is None:
-        return None
-    (last,) = decode_cursor(cursor)
-    if not is_ulid(last):
-        raise ValidationFailed.on("cursor", "is not a cursor this service gave out")
-    return last
-
-
 class Inbox:
     def __init__(self, store: Store, clock: Clock, events: Events | None = None,
                  streams: Streams | None = None) -> None:
@@ -50,7 +41,7 @@ class Inbox:
         check_limit(limit)
         if since is not None and until is not None and since >= until:
             raise ValidationFailed.on("until", "must be after since")
-        before = _cursor_id(cursor)
+        before = id_cursor(cursor)
         if until is not None:
             bound = floor_id(_ms(until))
             before = bound if before is None else min(before, bound)
@@ -110,18 +101,23 @@ class Inbox:
             raise NotFound(f"notification {notification_id} not found")
         return found
 
-    async def cancel(self, app_id: str, notification_id: str) -> None:
-        """Only a notification that is still scheduled can be canceled; nothing is scheduled
-        until scheduled sending exists, so an existing one is always past that point."""
-        found = await self.get(app_id, notification_id)
-        raise Conflict(f"notification {found.id} is {found.status}; only a scheduled "
-                       "notification can be canceled")
+    async def cancel(self, app_id: str, notification_id: str) -> Notification:
+        """Only a notification that is still scheduled can be canceled (409 once it has gone
+        out); canceling it again is a no-op."""
+        async with self._store.transaction() as tx:
+            found = await tx.notifications.cancel(app_id, notification_id, self._clock.now())
+        if found is None:
+            raise NotFound(f"notification {notification_id} not found")
+        if found.status != NotificationStatus.CANCELED:
+            raise Conflict(f"notification {found.id} is {found.status}; only a scheduled "
+                           "notification can be canceled")
+        return found
 
     async def by_address(self, app_id: str, address: str, limit: int = 50,
                          cursor: str | None = None) -> tuple[list[Notification], str | None]:
         check_limit(limit)
         async with self._store.reader() as tx:
             items = await tx.notifications.by_address(app_id, address, limit + 1,
-                                                      _cursor_id(cursor))
+                                                      id_cursor(cursor))
         page = page_of(items, limit)
         return page.items, page.next_cursor

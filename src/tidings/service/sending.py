@@ -5,19 +5,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, time
 
 from ..domain.apps import App
 from ..domain.errors import IdempotencyRace, ValidationFailed
 from ..domain.idempotency import IdempotencyClaim, IdempotencyRecord
-from ..domain.notifications import (
-    Channel,
-    DeliveryStatus,
-    Message,
-    Notification,
-    Recipient,
-    plan_notification,
-)
+from ..domain.notifications import Channel, DeliveryStatus, Message, Notification
+from ..domain.planning import Recipient, plan_notification
+from ..domain.targeting import AppRules
 from ..ports import Clock, Store
+from . import recipients as recipients_
 from .batching import GroupCommit
 from .idempotency import Answer, Idempotency, Replay
 from .stream import Streams
@@ -69,25 +66,12 @@ class Sender:
         if len(ids) > MAX_USER_IDS:
             raise ValidationFailed.on("to.user_ids", f"at most {MAX_USER_IDS} users per request")
         async with self._store.reader() as tx:
-            devices = (await tx.devices.for_users(app.id, ids)
-                       if Channel.PUSH in channels else {})
-            profiles = (await tx.users.get_many(app.id, ids)
-                        if Channel.SMS in channels or Channel.EMAIL in channels else {})
-        out = []
-        for uid in ids:
-            profile = profiles.get(uid)
-            out.append(Recipient(
-                user_id=uid,
-                phone=profile.phone if profile else None,
-                email=profile.email if profile else None,
-                devices=tuple(devices.get(uid, ())),
-                email_undeliverable=(profile.email_undeliverable_reason or "bounced")
-                if profile and profile.email_undeliverable_at else None,
-            ))
-        return out
+            return await recipients_.load(tx, app.id, ids, channels)
 
     async def send(self, app: App, audience: Audience, message: Message,
-                   claim: IdempotencyClaim | None, render: Render) -> Answer:
+                   claim: IdempotencyClaim | None, render: Render,
+                   when: datetime | time | None = None) -> Answer:
+        """`when`: an instant (already checked), a local time of each recipient's day, or now."""
         if not audience.user_ids:
             allowed = {Channel.SMS} if audience.phone else {Channel.EMAIL}
             wrong = [c for c in message.channels if c not in allowed]
@@ -95,8 +79,13 @@ class Sender:
                 raise ValidationFailed.on(
                     "channels", f"sending to a raw address allows only {sorted(allowed)}, not {wrong}")
         now = self._clock.now()
-        recipients = await self.recipients(app, audience, message.channels)
-        items = [plan_notification(app, r, message, now) for r in recipients]
+        # A scheduled send plans its deliveries when it goes: its devices are not needed now.
+        recipients = await self.recipients(app, audience,
+                                           message.channels if when is None else ())
+        rules = AppRules.of(app.defaults)
+        items = [plan_notification(app, r, message, now, rules,
+                                   send_at=recipients_.send_time(when, r, rules, now))
+                 for r in recipients]
         status, body = render(items)
         record = claim.record(status, body, now) if claim is not None else None
         try:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..domain.errors import NotFound, StoreConflict
-from ..domain.users import AttributeEquals, User
+from ..domain.segments import Segment
+from ..domain.users import User
 from ..domain.validation import check_user_id
 from ..ports import Clock, Store
 
@@ -19,6 +19,7 @@ class Profile:
     timezone: str | None = None
     locale: str | None = None
     attributes: dict[str, Any] | None = None
+    quiet_hours: dict[str, str] | None = None
 
 
 class Users:
@@ -60,7 +61,12 @@ class Users:
             if not await tx.users.delete(app_id, user_id):
                 raise NotFound(f"user {user_id} not found")
 
-    async def list(self, app_id: str, filters: Sequence[AttributeEquals], limit: int,
+    async def list(self, app_id: str, segment: Segment | None, limit: int,
                    after: str | None) -> list[User]:
+        """The app's users in `segment` (all when None), by id, after the id `after`."""
         async with self._store.reader() as tx:
-            return await tx.users.list(app_id, filters, limit, after)
+            return await tx.users.list(app_id, segment, limit, after)
+
+    async def count(self, app_id: str, segment: Segment | None) -> int:
+        async with self._store.reader() as tx:
+            return await tx.users.count(app_id, segment)

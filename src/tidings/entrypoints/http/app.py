@@ -18,7 +18,17 @@ from ..stream.registry import StreamRegistry
 from . import errors
 from .auth import RateLimiter
 from .middleware import Metrics, RequestGuard
-from .routes import apps, callbacks, inbox, notifications, ops, users
+from .routes import (
+    apps,
+    broadcasts,
+    callbacks,
+    inbox,
+    notifications,
+    ops,
+    preferences,
+    topics,
+    users,
+)
 
 
 def create_app(container: Container, *, run_worker: bool = False,
@@ -60,7 +70,8 @@ def create_app(container: Container, *, run_worker: bool = False,
           registry=metrics).set_function(lambda: len(registry.listeners))
     errors.install(app)
     # The hottest paths first: routes are matched in order.
-    for module in (notifications, inbox, users, apps, callbacks, ops, sse):
+    for module in (notifications, inbox, preferences, users, broadcasts, topics, apps,
+                   callbacks, ops, sse):
         app.include_router(module.router)
     app.router.routes.append(WebSocketRoute("/v1/users/{user_id}/stream", ws.stream))
     app.add_middleware(RequestGuard, max_bytes=container.settings.max_body_bytes)

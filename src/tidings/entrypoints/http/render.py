@@ -10,6 +10,7 @@ import orjson
 from starlette.responses import Response
 
 from ...domain.apps import ApiKey, App
+from ...domain.broadcasts import Broadcast, Progress
 from ...domain.devices import Device
 from ...domain.notifications import Delivery, Notification
 from ...domain.stream import inbox_item
@@ -40,7 +41,8 @@ def key(k: ApiKey) -> dict[str, Any]:
 
 def user(u: User) -> dict[str, Any]:
     return {"id": u.id, "email": u.email, "phone": u.phone, "timezone": u.timezone,
-            "locale": u.locale, "attributes": u.attributes, "created_at": ts(u.created_at),
+            "locale": u.locale, "attributes": u.attributes, "quiet_hours": u.quiet_hours,
+            "created_at": ts(u.created_at),
             "updated_at": ts(u.updated_at),
             "email_undeliverable": None if u.email_undeliverable_at is None else {
                 "at": ts(u.email_undeliverable_at), "reason": u.email_undeliverable_reason}}
@@ -69,3 +71,19 @@ def notification(n: Notification, with_deliveries: bool = True) -> dict[str, Any
 
 def notifications_body(items: list[Notification]) -> bytes:
     return orjson.dumps({"items": [notification(n) for n in items]})
+
+
+def broadcast(b: Broadcast, progress: Progress) -> dict[str, Any]:
+    counts = progress.statuses
+    m = b.message
+    return {
+        "id": b.id, "status": b.status, "to": b.audience, "recipients": b.recipients,
+        "expanded": b.expanded, "scheduled": counts.get("scheduled", 0),
+        "queued": counts.get("queued", 0),
+        "sent": counts.get("sent", 0) + counts.get("partially_failed", 0),
+        "failed": counts.get("failed", 0), "canceled": counts.get("canceled", 0),
+        "statuses": counts, "send_at": ts(b.send_at), "local_time": b.local_time,
+        "title": m.get("title"), "body": m.get("body"), "category": m.get("category"),
+        "channels": m.get("channels", []), "created_at": ts(b.created_at),
+        "updated_at": ts(b.updated_at),
+    }

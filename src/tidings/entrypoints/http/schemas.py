@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     create_model,
     field_validator,
@@ -20,6 +21,7 @@ from pydantic import (
 
 from ...domain import validation as v
 from ...domain.notifications import Channel
+from ...domain.topics import TOPIC_KEY
 from ...domain.webhooks import is_secret
 from .providers import check_provider_settings
 
@@ -100,11 +102,35 @@ class Webhook(Strict):
         return value
 
 
+HourMinute = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class QuietHours(Strict):
+    """Push and SMS (by default) that fall in [start, end) local time wait for the end; the
+    window may wrap midnight. A `priority: "high"` send goes anyway."""
+
+    start: HourMinute
+    end: HourMinute
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ")
+        return self
+
+
 class AppDefaults(Strict):
-    timezone: TimeZone | None = None
+    timezone: TimeZone | None = Field(
+        None, description="for `send_at.local_time` and quiet hours, when a user has none")
     channels: list[Channel] | None = Field(None, min_length=1)
     ttl: int | None = Field(None, ge=0, le=2_419_200)
     priority: Literal["high", "normal"] | None = None
+    quiet_hours: QuietHours | None = Field(None, description="every user's, unless their own")
+    quiet_hours_channels: list[Literal["push", "sms", "email"]] | None = Field(
+        None, max_length=3, description="what quiet hours hold back (default push and sms); "
+        "in-app notices are never held: they wait in the inbox without a sound")
+    mandatory_categories: list[Category] | None = Field(
+        None, max_length=100, description="categories users cannot opt out of (security alerts)")
 
 
 class AppPut(Strict):
@@ -155,6 +181,7 @@ class UserPut(Strict):
     timezone: TimeZone | None = None
     locale: Locale | None = None
     attributes: Annotated[dict[str, Any], AfterValidator(_json_size(MAX_ATTRIBUTES_BYTES))] | None = None
+    quiet_hours: QuietHours | None = None
 
     @field_validator("attributes")
     @classmethod
@@ -172,6 +199,7 @@ class UserOut(BaseModel):
     timezone: str | None
     locale: str | None
     attributes: dict[str, Any]
+    quiet_hours: QuietHours | None = None
     created_at: datetime
     updated_at: datetime
 
@@ -261,8 +289,9 @@ class Overrides(Strict):
     webpush: Annotated[dict[str, Any], AfterValidator(_json_size(4096))] | None = None
 
 
-class NotificationCreate(Strict):
-    to: To
+class MessageFields(Strict):
+    """What is sent: the same for every recipient of a send or a broadcast."""
+
     channels: list[Channel] | None = Field(None, min_length=1, max_length=4)
     title: str | None = Field(None, max_length=1024)
     body: str | None = Field(None, max_length=16 * 1024)
@@ -286,10 +315,77 @@ class NotificationCreate(Strict):
         return value
 
     @model_validator(mode="after")
-    def _has_content(self) -> NotificationCreate:
+    def _has_content(self) -> MessageFields:
         if not (self.title or self.body or self.data):
             raise ValueError("a notification needs a title, a body or data")
         return self
+
+
+class NotificationCreate(MessageFields):
+    to: To
+
+
+class BroadcastTo(Strict):
+    topic: str | None = Field(None, description="the subscribers of this topic")
+    segment: dict[str, Any] | None = Field(
+        None, description="the users this filter selects (as `GET /v1/users?filter=`)")
+    all: StrictBool | None = Field(None, description="`true`: every user of the app")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> BroadcastTo:
+        given = [k for k in ("topic", "segment", "all") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of topic, segment, all")
+        if self.all is False:
+            raise ValueError("all: only true (every user) makes sense here")
+        if self.topic is not None and not TOPIC_KEY.fullmatch(self.topic):
+            raise ValueError("topic: 1-128 letters, digits and _ . : -, starting with a "
+                             "letter or digit")
+        return self
+
+
+class BroadcastCreate(MessageFields):
+    to: BroadcastTo
+
+
+class BroadcastOut(BaseModel):
+    id: str
+    status: Literal["scheduled", "queued", "expanding", "completed", "canceled", "failed"]
+    to: dict[str, Any]
+    recipients: int | None = Field(description="known once the expansion starts; exact at the end")
+    expanded: int = Field(description="recipients whose notification is written")
+    scheduled: int
+    queued: int
+    sent: int
+    failed: int
+    canceled: int
+    statuses: dict[str, int] = Field(description="the broadcast's notifications by status")
+    send_at: datetime | None
+    local_time: str | None
+    title: str | None = None
+    body: str | None = None
+    category: str | None = None
+    channels: list[str]
+    created_at: datetime
+    updated_at: datetime
+
+
+class CategoryPreference(Strict):
+    enabled: StrictBool | None = None
+    channels: dict[Channel, StrictBool] = Field(default_factory=dict)
+
+
+class PreferencesDoc(Strict):
+    """A channel set to false is opted out of for every category (but mandatory ones), unless
+    a category sets that channel to true itself; a category with `enabled: false` is opted out
+    of on every channel."""
+
+    channels: dict[Channel, StrictBool] = Field(default_factory=dict)
+    categories: dict[Category, CategoryPreference] = Field(default_factory=dict, max_length=200)
+
+
+class PreferencesOut(PreferencesDoc):
+    mandatory_categories: list[str] = Field(default_factory=list)
 
 
 class DeliveryOut(BaseModel):
@@ -352,9 +448,10 @@ def page_of(item: type[BaseModel], name: str, extra: dict[str, Any] | None = Non
 
 AppPage = page_of(AppOut, "AppPage")
 KeyPage = page_of(KeyOut, "KeyPage")
-UserPage = page_of(UserOut, "UserPage")
+UserPage = page_of(UserOut, "UserPage", {"total": (int | None, None)})
 DevicePage = page_of(DeviceOut, "DevicePage")
 NotificationPage = page_of(NotificationOut, "NotificationPage")
+BroadcastPage = page_of(BroadcastOut, "BroadcastPage")
 class InboxItem(NotificationOut):
     deliveries: list[DeliveryOut] | None = Field(  # type: ignore[assignment]
         None, description="only with `include=deliveries`")

@@ -8,7 +8,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import Response
 
 from ....domain.errors import ValidationFailed
-from ....domain.notifications import DEFAULT_CHANNELS, Message
 from ....domain.validation import is_e164, is_email
 from ....service.idempotency import Replay
 from ....service.sending import Audience
@@ -17,6 +16,7 @@ from ..auth import Caller, require_backend
 from ..deps import services
 from ..idempotent import begin, replay, respond
 from ..jsonbody import JsonRoute
+from ..messages import message_of, when_of
 from ..schemas import Items, NotificationCreate, NotificationOut, NotificationPage
 
 router = APIRouter(prefix="/v1/notifications", tags=["sending"], route_class=JsonRoute)
@@ -30,38 +30,24 @@ def _render(items: list) -> tuple[int, bytes]:  # type: ignore[type-arg]
 @router.post("", status_code=202, response_model=Items)
 async def send(body: NotificationCreate, request: Request, caller: Caller) -> Response:
     """Accept a notification for one recipient or a few: one notification per recipient, one
-    delivery per target, written before this answers; the worker sends them afterwards."""
+    delivery per target, written before this answers; the worker sends them afterwards.
+    With `send_at` (an instant, or `{"local_time": "HH:MM"}` in each recipient's timezone) the
+    notifications are `scheduled` and go at that time; until then they are not in the inbox
+    and can be canceled with `DELETE /v1/notifications/{id}`."""
     app_id = require_backend(caller)
-    if body.send_at is not None:
-        raise ValidationFailed.on("send_at", "scheduled sending is not available yet; "
-                                  "leave send_at out to send now")
     container = services(request)
     started = await begin(request, caller)
     if isinstance(started, Replay):
         return replay(started)
+    when = when_of(body, container.clock.now())
     app = await container.apps.cached(app_id)
     to = body.to
     audience = Audience(
         user_ids=tuple(to.user_ids or ((to.user_id,) if to.user_id else ())),
         phone=to.phone, email=to.email)
-    defaults = app.defaults
-    channels: tuple[str, ...]
-    if body.channels is not None:
-        channels = tuple(str(c) for c in body.channels)
-    elif to.phone:
-        channels = ("sms",)
-    elif to.email:
-        channels = ("email",)
-    else:
-        channels = tuple(defaults.get("channels") or DEFAULT_CHANNELS)
-    message = Message(
-        channels=channels, title=body.title, body=body.body,
-        data=body.data, category=body.category,
-        ttl=body.ttl if body.ttl is not None else defaults.get("ttl"),
-        priority=body.priority or defaults.get("priority") or "normal",
-        sender_id=body.sender_id, html=body.html, collapse_key=body.collapse_key,
-        overrides=body.overrides.model_dump(exclude_none=True) if body.overrides else None)
-    answer = await container.sender.send(app, audience, message, started, _render)
+    message = message_of(body, app.defaults,
+                         ("sms",) if to.phone else ("email",) if to.email else None)
+    answer = await container.sender.send(app, audience, message, started, _render, when)
     return respond(answer)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Body, Query, Request
@@ -12,6 +12,7 @@ from ....domain.apps import route
 from ....domain.devices import Device
 from ....domain.errors import ValidationFailed
 from ....domain.pagination import decode_cursor, page_of
+from ....domain.segments import And, Segment, from_query, parse_segment
 from ....domain.stream import CLOSE_GONE, Kick
 from ....domain.users import attribute_filters
 from ....ports import Tx
@@ -45,7 +46,8 @@ async def put_user(user_id: str, body: UserPut, request: Request, caller: Caller
     app_id, uid = user_scope(caller, user_id)
     fields = frozenset(body.model_fields_set)
     profile = Profile(email=body.email, phone=body.phone, timezone=body.timezone,
-                      locale=body.locale, attributes=body.attributes)
+                      locale=body.locale, attributes=body.attributes,
+                      quiet_hours=body.quiet_hours.model_dump() if body.quiet_hours else None)
     user, created = await services(request).users.put(app_id, uid, profile, fields)
     return render.json_response(render.user(user), 201 if created else 200)
 
@@ -68,15 +70,43 @@ async def delete_user(user_id: str, request: Request, caller: Caller) -> Respons
 
 
 @router.get("", response_model=UserPage)
-async def list_users(request: Request, caller: Caller, limit: Limit = 50,
-                     cursor: str | None = None) -> Response:
-    """Users by id; `attribute.<name>=<value>` filters by equality (repeat for AND)."""
+async def list_users(
+    request: Request, caller: Caller, limit: Limit = 50, cursor: str | None = None,
+    segment: Annotated[str | None, Query(
+        alias="filter", description="a segment filter: a JSON object, URL-encoded")] = None,
+    count: Annotated[bool, Query(description="add `total`, the number of users matching")] = False,
+) -> Response:
+    """Users by id, or the audience of a segment before broadcasting to it.
+
+    `filter` is a segment, a JSON object such as `{"attributes.plan": "pro",
+    "created_at": {"$gte": "2026-01-01T00:00:00Z"}}`, on `attributes.<path>`, `timezone`,
+    `locale` and `created_at`, with `$in`, `$nin`, `$ne`, `$exists`, `$gt`, `$gte`, `$lt`,
+    `$lte`, `$and` and `$or` (equality and `$in` match any element of an array; a number never
+    equals a string). `attribute.<name>=<value>` is the short form of equality on one
+    attribute (the text may stand for a string, a number or a boolean; repeat for AND). All the
+    filters given must hold. `count=true` adds `total`, how many users match in all. A filter
+    that is not valid JSON, not an object, or not a valid segment is a 422 naming where in
+    `filter` the problem is."""
     app_id = require_backend(caller)
-    filters = attribute_filters(list(request.query_params.multi_items()))
+    parts: list[Segment] = []
+    if segment is not None:
+        try:
+            doc = orjson.loads(segment)
+        except orjson.JSONDecodeError as exc:
+            raise ValidationFailed.on("filter", "must be a JSON object (URL-encoded)") from exc
+        parts.append(parse_segment(doc, "filter"))
+    short = from_query(attribute_filters(list(request.query_params.multi_items())))
+    if short is not None:
+        parts.append(short)
+    chosen = None if not parts else parts[0] if len(parts) == 1 else And(tuple(parts))
     after = decode_cursor(cursor)[0] if cursor else None
-    page = page_of(await services(request).users.list(app_id, filters, limit + 1, after), limit)
-    return render.json_response({"items": [render.user(u) for u in page.items],
-                                 "next_cursor": page.next_cursor})
+    users = services(request).users
+    page = page_of(await users.list(app_id, chosen, limit + 1, after), limit)
+    body: dict[str, Any] = {"items": [render.user(u) for u in page.items],
+                            "next_cursor": page.next_cursor}
+    if count:
+        body["total"] = await users.count(app_id, chosen)
+    return render.json_response(body)
 
 
 @router.post("/{user_id}/tokens", response_model=TokenOut)
