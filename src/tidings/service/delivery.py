@@ -51,6 +51,12 @@ class Dispatcher:
             claims = await tx.deliveries.claim(self._clock.now(), self._batch, self._lease, lease_id)
         if not claims:
             return 0
+        await self.deliver(claims)
+        return len(claims)
+
+    async def deliver(self, claims: Sequence[Claim]) -> list[Outcome]:
+        """Send deliveries claimed under a lease and record what became of them. The pollers
+        claim from the store; the serverless worker claims what its queue handed it."""
         groups: dict[tuple[str, str], list[Claim]] = defaultdict(list)
         outcomes: list[Outcome] = []
         for claim in claims:
@@ -74,7 +80,7 @@ class Dispatcher:
             await tx.deliveries.record(outcomes)
             if events:
                 await tx.events.add(events)
-        return len(claims)
+        return outcomes
 
     async def _send(self, app_id: str, name: str, claims: Sequence[Claim]) -> list[Outcome]:
         results: Sequence[SendResult]

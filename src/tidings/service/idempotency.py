@@ -6,6 +6,8 @@ never point at something that was rolled back, and a concurrent twin loses clean
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -16,6 +18,8 @@ from ..ports import Clock, Store, Tx
 from .secrets import SecretBox
 
 R = TypeVar("R")
+# Rounds of a unit of work that lost a race on a uniqueness rule (see `run`).
+CONFLICT_ATTEMPTS = 8
 _SEALED = b"sealed:"
 Rendered = tuple[int, bytes]
 
@@ -60,7 +64,7 @@ class Idempotency:
         with it. A twin that committed first turns this run into a replay of its answer.
         A `sensitive` answer (one that shows a secret once) is stored encrypted."""
         try:
-            for attempt in range(3):
+            for attempt in range(CONFLICT_ATTEMPTS):
                 try:
                     async with self._store.transaction() as tx:
                         result = await action(tx)
@@ -74,9 +78,11 @@ class Idempotency:
                     raise
                 except StoreConflict:
                     # Lost a race on a uniqueness rule (two registrations of one token): run
-                    # again, now seeing the winner's row.
-                    if attempt == 2:
+                    # again, now seeing the winner's row. A store that checks such rules
+                    # optimistically (DynamoDB) lets one of N racers win each round.
+                    if attempt == CONFLICT_ATTEMPTS - 1:
                         raise
+                    await asyncio.sleep(random.uniform(0, 0.004 * (attempt + 1)))
             raise AssertionError("unreachable")
         except IdempotencyRace:
             assert claim is not None
