@@ -10,8 +10,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy.engine import make_url
-
 from .adapters.events.webhook_sender import AiohttpWebhookSender
 from .adapters.providers.options import ProviderOptions
 from .adapters.registry import HUBS, STORES, build_provider, load
@@ -85,6 +83,10 @@ class Container:
 
 
 def key_file_for(database_url: str) -> Path | None:
+    if not database_url.startswith("sqlite"):
+        return None
+    from sqlalchemy.engine import make_url
+
     url = make_url(database_url)
     if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
         return None
@@ -119,7 +121,7 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
           **_: Any) -> Container:
     settings = settings or Settings()
     if store is None:
-        backend = make_url(settings.database_url).get_backend_name()
+        backend = settings.store_backend
         options: dict[str, Any] = {"pool_size": settings.database_pool_size}
         if backend == "postgresql" and settings.database_schema:
             options["schema"] = settings.database_schema
@@ -143,8 +145,13 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
     apps = Apps(store, clock, box, settings.auth_cache_seconds)
     events = Events(apps, clock)
     if hub is None:
-        hub = (load(HUBS, "redis", "hub")(settings.redis_url, settings.redis_channel_prefix)
-               if settings.redis_url else load(HUBS, "memory", "hub")())
+        if settings.websocket_endpoint:  # AWS: API Gateway holds the WebSocket connections
+            hub = load(HUBS, "apigateway", "hub").from_urls(settings.websocket_endpoint,
+                                                            settings.database_url)
+        elif settings.redis_url:
+            hub = load(HUBS, "redis", "hub")(settings.redis_url, settings.redis_channel_prefix)
+        else:
+            hub = load(HUBS, "memory", "hub")()
     assert hub is not None
     streams = Streams(store, hub, clock, retention_seconds=settings.stream_retention_seconds)
     dispatcher = Dispatcher(store, clock, providers, policy,

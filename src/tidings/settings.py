@@ -52,6 +52,15 @@ class Settings(BaseSettings):
     stream_max_frame_bytes: int = Field(4096, ge=256, le=1024 * 1024)  # from clients, then 1009
     stream_retention_seconds: int = Field(7 * 24 * 3600, ge=60)
     stream_recheck_seconds: float = Field(30.0, ge=1, le=3600)  # revoked keys, other nodes
+    # AWS serverless mode: the SQS queue the deliveries go through, the API Gateway
+    # Management API endpoint of the WebSocket API (https://{id}.execute-api.{region}
+    # .amazonaws.com/{stage}), and the regions and default sender of the SNS and SES providers.
+    queue_url: str | None = Field(None, pattern=r"^https?://\S+$")
+    websocket_endpoint: str | None = Field(None, pattern=r"^https?://\S+$")
+    email_from: str | None = None
+    aws_ses_region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    aws_sns_region: str | None = Field(None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+
     # Browser origins allowed to call the API (CORS), e.g. ["https://app.example.com"].
     cors_origins: list[str] = Field(default_factory=list)
 
@@ -61,8 +70,10 @@ class Settings(BaseSettings):
     @classmethod
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "sqlite://", "sqlite+pysqlite://",
-                                 "postgresql://", "postgresql+asyncpg://", "postgres://")):
-            raise ValueError("use sqlite+aiosqlite:///path.db or postgresql+asyncpg://user@host/db")
+                                 "postgresql://", "postgresql+asyncpg://", "postgres://",
+                                 "dynamodb://")):
+            raise ValueError("use sqlite+aiosqlite:///path.db, postgresql+asyncpg://user@host/db "
+                             "or dynamodb://table?region=eu-west-1")
         if value.startswith("postgres://"):
             value = "postgresql+asyncpg://" + value.removeprefix("postgres://")
         return value
@@ -70,3 +81,9 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def store_backend(self) -> str:
+        """The registry name of the store that `database_url` names."""
+        scheme = self.database_url.split("://", 1)[0].split("+", 1)[0]
+        return "postgresql" if scheme == "postgres" else scheme

@@ -23,15 +23,18 @@ PROVIDERS: dict[str, str] = {
 STORES: dict[str, str] = {
     "sqlite": "tidings.adapters.store.sql.store:SqlStore",
     "postgresql": "tidings.adapters.store.sql.store:SqlStore",
+    "dynamodb": "tidings.adapters.store.dynamodb.store:DynamoStore",
 }
 
 HUBS: dict[str, str] = {
     "memory": "tidings.adapters.hub.memory:MemoryHub",
     "redis": "tidings.adapters.hub.redis:RedisHub",
+    "apigateway": "tidings.adapters.hub.apigateway:ApiGatewayHub",
 }
 
 # The extra that brings each optional module's dependencies.
-EXTRAS: dict[str, str] = {"asyncpg": "postgres", "aiobotocore": "aws", "botocore": "aws", "redis": "redis"}
+EXTRAS: dict[str, str] = {"asyncpg": "postgres", "aiobotocore": "aws", "botocore": "aws", "mangum": "aws",
+                          "redis": "redis"}
 
 
 def load(table: dict[str, str], name: str, what: str) -> Any:
