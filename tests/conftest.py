@@ -9,10 +9,12 @@ where it fails: CI has PostgreSQL, so its absence is a broken machine, not a rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -85,13 +87,60 @@ async def _drop_schema(schema: str) -> None:
         await conn.close()
 
 
+AWS_REGION = "eu-west-1"
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
 @pytest.fixture
-async def store(backend: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+async def store(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    if backend == "dynamodb":
+        async with dynamodb_store(request.getfixturevalue("dynamodb_server")) as s:
+            yield s
+        return
+    async with sql_store(backend, tmp_path) as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def dynamodb_server() -> Iterator[Any]:
+    """moto in server mode on loopback, as DynamoDB (and SQS, SNS, SES …) for the tests."""
+    from tests.fakes.moto_server import SerialDynamoDB
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "testing"), ("AWS_SECRET_ACCESS_KEY", "testing"),
+                        ("AWS_DEFAULT_REGION", AWS_REGION)):
+        os.environ.setdefault(name, value)
+    server = SerialDynamoDB()
+    server.start()
+    yield server
+    server.stop()
+
+
+@asynccontextmanager
+async def dynamodb_store(server: Any, *, stream: bool = False) -> AsyncIterator[Any]:
+    """A DynamoDB store on a table of its own (made on migrate), deleted afterwards. Without
+    a stream unless asked: moto copies a table's stream records with it on every transaction."""
+    from tidings.adapters.store.dynamodb.store import DynamoStore
+
+    table = f"tidings-{uuid.uuid4().hex[:12]}"
+    s = DynamoStore(f"dynamodb://{table}?region={AWS_REGION}&endpoint_url={server.url}",
+                    stream=stream)
+    await s.migrate()
+    try:
+        yield s
+    finally:
+        client = await s.table.client()
+        with contextlib.suppress(client.exceptions.ResourceNotFoundException):
+            await client.delete_table(TableName=s.table.name)
+        await s.close()
+
+
+@asynccontextmanager
+async def sql_store(backend: str, tmp_path: Path) -> AsyncIterator[SqlStore]:
+    """A migrated SQLite or PostgreSQL store (in a schema of its own), dropped afterwards."""
     if backend == "sqlite":
         s = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'tidings.db'}")
         await s.migrate()

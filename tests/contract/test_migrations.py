@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
 from tidings.adapters.store.sql.schema import metadata
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Migrations are the SQL stores' (the DynamoDB table has no schema to migrate)."""
+    return str(request.param)
 
 
 async def test_migrations_match_the_tables(store):

@@ -126,8 +126,11 @@ async def listed(store, segment, limit: int) -> list[str]:
 
 
 @pytest.mark.parametrize("driver_rows", ["default", "tiny"])
-async def test_stores_select_what_matches_says(store, driver_rows, monkeypatch):
+async def test_stores_select_what_matches_says(store, backend, driver_rows, monkeypatch):
     if driver_rows == "tiny":  # most conditions then count as common: users are probed in order
+        if backend == "dynamodb":
+            pytest.skip("the driver-row thresholds are the SQL stores' (DynamoDB reads every "
+                        "profile of a segment's pages)")
         monkeypatch.setattr(sql_segments, "MIN_DRIVER_ROWS", 25)
         monkeypatch.setattr(sql_segments, "MAX_DRIVER_ROWS", 25)
         monkeypatch.setattr(sql_segments, "MAX_ESTIMATES", 2)

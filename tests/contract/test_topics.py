@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tidings.adapters.store.sql import topics as sql_topics
+from tidings.domain.apps import App
 from tidings.domain.errors import NotFound
 from tidings.domain.topics import Topic, epoch_ms
 
@@ -192,7 +193,10 @@ async def test_forget_a_user(store):
     await subscribe(store, "sport", "u1")
     await subscribe(store, "news", "u1", app_id="globex")
     async with store.transaction() as tx:
-        await sql_topics.forget(tx.connection, "acme", "u1")
+        for app_id in ("acme", "globex"):
+            await tx.users.ensure(app_id, "u1", NOW)
+    async with store.transaction() as tx:
+        assert await tx.users.delete("acme", "u1")
     async with store.reader() as tx:
         assert await tx.topics.of_user("acme", "u1", 10, None) == []
         assert await tx.topics.subscriber_ids("acme", "news", None, 10) == ["u2"]
@@ -201,11 +205,14 @@ async def test_forget_a_user(store):
 
 
 async def test_forget_an_app(store):
+    async with store.transaction() as tx:
+        for app_id in ("acme", "globex"):
+            await tx.apps.add(App(id=app_id, name=app_id, created_at=NOW, updated_at=NOW))
     await put(store, topic("news"), topic("sport"), topic("news", app_id="globex"))
     await subscribe(store, "news", "u1", "u2")
     await subscribe(store, "news", "u1", app_id="globex")
     async with store.transaction() as tx:
-        await sql_topics.forget(tx.connection, "acme")
+        assert await tx.apps.delete("acme")
     async with store.reader() as tx:
         assert await tx.topics.list("acme", 10, None) == []
         assert await tx.topics.count("acme", "news") == 0

@@ -1,10 +1,16 @@
-"""moto in server mode on loopback, as the AWS double for the SNS and SES providers.
+"""moto in server mode on loopback, as the AWS double for the SNS and SES providers and for API
+Gateway's Management API (the WebSocket connections of the AWS mode).
 
 Wrapped so that a test can see every request each AWS action got (the parameters as sent on the
 wire) and make an action answer an AWS error in that service's own wire format: the query
 protocol's XML ErrorResponse for SNS, rest-json's `x-amzn-ErrorType` for SES v2. With
 `signed_by()` moto checks every request's Signature Version 4 against an IAM user's secret
 and its policy, as AWS does.
+
+The Management API is served under a stage as well (`{url}/{stage}/@connections/{id}`, as API
+Gateway serves it), which moto alone routes only without one. moto never answers GoneException
+(a connection it does not know springs into being), so a test makes a connection gone with
+`fail("PostToConnection", "GoneException", status=410, path=...)`.
 """
 
 from __future__ import annotations
@@ -40,6 +46,13 @@ _REST_OPERATIONS = {
     ("POST", "/v2/email/outbound-emails"): "SendEmail",
     ("POST", "/v2/email/identities"): "CreateEmailIdentity",
 }
+# rest-json operations whose path holds a parameter: (method, path pattern, operation).
+_REST_PATTERNS = [
+    (method, re.compile(r"(?:/[^/@]+)*/@connections/[^/]+"), action)
+    for method, action in (("POST", "PostToConnection"), ("DELETE", "DeleteConnection"),
+                           ("GET", "GetConnection"))
+]
+_STAGED_CONNECTIONS = re.compile(r"(?:/[^/@]+)+(/@connections/[^/]+)")
 _QUERY_NAMESPACES = {"sns": "http://sns.amazonaws.com/doc/2010-03-31/",
                      "email": "http://ses.amazonaws.com/doc/2010-12-01/"}
 
@@ -57,6 +70,8 @@ class AwsCall:
     action: str  # Publish, SendEmail …
     params: dict[str, Any]  # query protocol: the form fields; rest-json: the JSON body
     access_key: str | None
+    path: str = ""  # as requested (with the stage, for the Management API)
+    body: bytes = b""  # as sent
 
 
 @dataclass
@@ -66,6 +81,7 @@ class Fault:
     status: int
     headers: dict[str, str] = field(default_factory=dict)
     times: int | None = 1  # None: every call
+    path: str | None = None  # only calls of this path, as requested (None: any)
 
 
 class MotoServer(ThreadedMotoServer):
@@ -97,9 +113,11 @@ class MotoServer(ThreadedMotoServer):
             environ["wsgi.input"] = io.BytesIO(body)
             call = self._parse(environ, body)
             if call is not None:
+                if call.service == "execute-api":
+                    self._unstage(environ)
                 with self._guard:
                     self.calls.append(call)
-                    fault = self._take_fault(call.action)
+                    fault = self._take_fault(call.action, call.path)
                 if fault is not None:
                     return self._error(call.service, fault, start_response)
             return app(environ, start_response)
@@ -112,32 +130,50 @@ class MotoServer(ThreadedMotoServer):
         if scope is None:
             return None
         access_key, _, service = scope.groups()
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         content_type = environ.get("CONTENT_TYPE", "")
         if "x-www-form-urlencoded" in content_type:
             params: dict[str, Any] = dict(parse_qsl(body.decode(), keep_blank_values=True))
             action = str(params.get("Action", ""))
         else:
-            params = json.loads(body) if body else {}
-            method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
-            action = _REST_OPERATIONS.get((method, path), f"{method} {path}")
-        return AwsCall(service, action, params, access_key)
+            try:
+                params = json.loads(body) if body else {}
+            except ValueError:  # the Management API posts whatever its caller sends
+                params = {}
+            action = _REST_OPERATIONS.get((method, path)) or next(
+                (name for verb, pattern, name in _REST_PATTERNS
+                 if verb == method and pattern.fullmatch(path)), f"{method} {path}")
+        return AwsCall(service, action, params, access_key, path, body)
 
-    def _take_fault(self, action: str) -> Fault | None:
+    @staticmethod
+    def _unstage(environ: dict[str, Any]) -> None:
+        """`/{stage}/@connections/{id}` as moto routes it: `/@connections/{id}`."""
+        staged = _STAGED_CONNECTIONS.fullmatch(environ.get("PATH_INFO", ""))
+        if staged:
+            environ["PATH_INFO"] = staged.group(1)
+            for raw in ("RAW_URI", "REQUEST_URI"):
+                if raw in environ:
+                    environ[raw] = staged.group(1)
+
+    def _take_fault(self, action: str, path: str = "") -> Fault | None:
         queue = self._faults.get(action)
         if not queue:
             return None
-        fault = queue[0]
+        fault = next((f for f in queue if f.path is None or f.path == path), None)
+        if fault is None:
+            return None
         if fault.times is not None:
             fault.times -= 1
             if fault.times <= 0:
-                queue.pop(0)
+                queue.remove(fault)
         return fault
 
     @staticmethod
     def _error(service: str, fault: Fault, start_response: StartResponse) -> list[bytes]:
         request_id = str(uuid.uuid4())
-        reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 429: "Too Many Requests",
-                  500: "Internal Server Error", 503: "Service Unavailable"}.get(fault.status, "Error")
+        reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found", 410: "Gone",
+                  429: "Too Many Requests", 500: "Internal Server Error",
+                  503: "Service Unavailable"}.get(fault.status, "Error")
         if service in _QUERY_NAMESPACES:
             kind = "Receiver" if fault.status >= 500 else "Sender"
             body = (f'<ErrorResponse xmlns="{_QUERY_NAMESPACES[service]}"><Error><Type>{kind}</Type>'
@@ -155,11 +191,13 @@ class MotoServer(ThreadedMotoServer):
     # What a test says and reads -------------------------------------------------------------
 
     def fail(self, action: str, code: str, message: str = "", status: int = 400,
-             times: int | None = 1, headers: dict[str, str] | None = None) -> None:
-        """The next `times` calls of `action` answer this AWS error instead of moto."""
+             times: int | None = 1, headers: dict[str, str] | None = None,
+             path: str | None = None) -> None:
+        """The next `times` calls of `action` (of `path` only, when given: the path as
+        requested) answer this AWS error instead of moto."""
         with self._guard:
             self._faults.setdefault(action, []).append(
-                Fault(code, message or code, status, headers or {}, times))
+                Fault(code, message or code, status, headers or {}, times, path))
 
     def calls_of(self, action: str) -> list[AwsCall]:
         with self._guard:
@@ -194,6 +232,64 @@ class MotoServer(ThreadedMotoServer):
         key = iam.create_access_key(UserName=name)["AccessKey"]
         with enable_iam_authentication():
             yield key["AccessKeyId"], key["SecretAccessKey"]
+
+
+class SerialDynamoDB(MotoServer):
+    """moto answers DynamoDB requests in parallel threads, and applies a transaction by
+    copying the table and putting the copy back when a condition fails: a transaction failing
+    beside one that commits can put back a table without the other's writes. DynamoDB
+    serialises transactions on the same items; this server answers DynamoDB one request at a
+    time (the two transactions still race: each reads, then both write)."""
+
+    def _recording(self, app: Any) -> Callable[[dict[str, Any], Any], Any]:
+        inner = super()._recording(app)
+        one_at_a_time = threading.Lock()
+        _copy_each_table_once()
+
+        def wsgi(environ: dict[str, Any], start_response: Any) -> Any:
+            if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+                return inner(environ, start_response)
+            with one_at_a_time:
+                return list(inner(environ, start_response))
+
+        return wsgi
+
+
+def _copy_each_table_once() -> None:
+    """moto backs a transaction up by deep-copying its table once for each of its (up to 100)
+    items, so a transaction costs 100 copies of the whole table: a send to 1,000 users took
+    gigabytes. One copy per table and transaction is the same backup."""
+    import copy
+
+    from moto.dynamodb import models
+    from moto.dynamodb.models.table import Table
+
+    if getattr(models.DynamoDBBackend.transact_write_items, "once_per_table", False):
+        return
+    original = models.DynamoDBBackend.transact_write_items
+
+    class _Copy:
+        def __init__(self) -> None:
+            self.made: dict[int, Any] = {}
+
+        def deepcopy(self, obj: Any, memo: Any = None) -> Any:
+            if not isinstance(obj, Table):
+                return copy.deepcopy(obj, memo)
+            if id(obj) not in self.made:
+                self.made[id(obj)] = copy.deepcopy(obj, memo)
+            return self.made[id(obj)]
+
+    def transact_write_items(self: Any, transact_items: Any) -> None:
+        # Requests reach DynamoDB one at a time here (the lock above): swapping the module's
+        # `copy` for the length of one call is safe.
+        models.copy = _Copy()  # type: ignore[assignment]
+        try:
+            original(self, transact_items)
+        finally:
+            models.copy = copy
+
+    transact_write_items.once_per_table = True  # type: ignore[attr-defined]
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
 def sns_backend(region: str = "us-east-1") -> Any:

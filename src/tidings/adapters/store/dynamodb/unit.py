@@ -1,0 +1,242 @@
+"""One unit of work on DynamoDB: reads go to the table at once (strongly consistent on the
+table, eventually on the indexes), writes wait in a buffer and commit together in one
+TransactWriteItems at the end, so a failure before the end writes nothing.
+
+Counters (unread counts, a user's stream numbers) cannot be read and written back in one
+DynamoDB call with their new values returned, so they are *optimistic*: a hook reads them at
+commit time, writes the new values on the condition that nobody moved them meanwhile, and when
+somebody did (the transaction is cancelled on that condition alone), the hook runs again on
+fresh values and the transaction is retried. Nothing else in the unit depends on those values
+but what the hook itself writes.
+
+A unit of more than 100 writes (DynamoDB's limit for one transaction) commits in consecutive
+transactions of 100, the optimistic writes in the last: each is atomic, the whole is not. The
+writers of such units (a send to many users, a broadcast batch) use keys that make a retry
+write the same items again, and conditions that make it skip what exists."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ....domain.errors import StoreConflict
+from .codec import Item
+from .table import MAX_TRANSACTION_ITEMS, Table, key
+
+# A hook writes the optimistic items of the groups named (None: of every group it has).
+Hook = Callable[["Unit", "frozenset[str] | None"], Awaitable[None]]
+# Enough for a burst of writers on one user's counters; each round rereads them.
+OPTIMISTIC_ROUNDS = 12
+
+
+class ReadOnly(RuntimeError):
+    pass
+
+
+@dataclass
+class Write:
+    kind: str  # Put, Update, Delete, ConditionCheck
+    request: dict[str, Any]
+    conflict: str | None = None  # StoreConflict message when its condition fails
+    optimistic: bool = False
+    # Put: the item as it will be, for reads through this unit before it commits.
+    item: Item | None = None
+    # Optimistic writes of one group commit in one transaction and are made again together
+    # when one of them meets a moved item (a user's counter item and its stream events).
+    group: str | None = None
+
+
+@dataclass
+class Unit:
+    table: Table
+    writable: bool
+    _writes: dict[tuple[str, str], Write] = field(default_factory=dict)
+    _hooks: list[Hook] = field(default_factory=list)
+    _after: list[Callable[[], None]] = field(default_factory=list)
+    # What the repositories of this unit share (the counters' changes, by name).
+    shared: dict[str, Any] = field(default_factory=dict)
+
+    # Reads, seeing this unit's own puts and deletes ---------------------------------------
+
+    async def get(self, pk: str, sk: str) -> Item | None:
+        write = self._writes.get((pk, sk))
+        if write is not None:
+            if write.kind == "Delete":
+                return None
+            if write.item is not None:
+                return write.item
+        return await self.table.get(pk, sk)
+
+    def pending(self, pk: str, sk: str) -> Write | None:
+        return self._writes.get((pk, sk))
+
+    # Writes -------------------------------------------------------------------------------
+
+    def put(self, item: Item, *, condition: str | None = None,
+            values: dict[str, Any] | None = None, names: dict[str, str] | None = None,
+            conflict: str | None = None, optimistic: bool = False,
+            group: str | None = None) -> None:
+        request: dict[str, Any] = {"TableName": self.table.name, "Item": item}
+        _expr(request, condition, values, names)
+        pk = item["pk"]["S"]
+        self._add(pk, item["sk"]["S"],
+                  Write("Put", request, conflict, optimistic, item, group or pk))
+
+    def update(self, pk: str, sk: str, expression: str, *, values: dict[str, Any] | None = None,
+               names: dict[str, str] | None = None, condition: str | None = None,
+               conflict: str | None = None, optimistic: bool = False,
+               group: str | None = None) -> None:
+        request: dict[str, Any] = {"TableName": self.table.name, "Key": key(pk, sk),
+                                   "UpdateExpression": expression}
+        _expr(request, condition, values, names)
+        self._add(pk, sk, Write("Update", request, conflict, optimistic, group=group or pk))
+
+    def delete(self, pk: str, sk: str, *, condition: str | None = None,
+               values: dict[str, Any] | None = None, names: dict[str, str] | None = None,
+               conflict: str | None = None) -> None:
+        request: dict[str, Any] = {"TableName": self.table.name, "Key": key(pk, sk)}
+        _expr(request, condition, values, names)
+        self._add(pk, sk, Write("Delete", request, conflict))
+
+    def check(self, pk: str, sk: str, condition: str, *, values: dict[str, Any] | None = None,
+              names: dict[str, str] | None = None, conflict: str | None = None) -> None:
+        """Commit only if `condition` holds on that item (which this unit does not write)."""
+        request: dict[str, Any] = {"TableName": self.table.name, "Key": key(pk, sk)}
+        _expr(request, condition, values, names)
+        self._add(pk, sk, Write("ConditionCheck", request, conflict))
+
+    def before_commit(self, hook: Hook) -> None:
+        """Run `hook` at commit (again on each optimistic retry) to add optimistic writes."""
+        if not self.writable:
+            raise ReadOnly("this is a read-only unit of work")
+        self._hooks.append(hook)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        self._after.append(callback)
+
+    def _add(self, pk: str, sk: str, write: Write) -> None:
+        if not self.writable:
+            raise ReadOnly("this is a read-only unit of work")
+        earlier = self._writes.get((pk, sk))
+        if earlier is not None and not (write.kind in ("Put", "Delete")
+                                        and earlier.kind in ("Put", "Delete")
+                                        and not earlier.optimistic):
+            # DynamoDB refuses two operations on one item in a transaction; a put or delete
+            # may replace an earlier put or delete, nothing else can be merged safely.
+            raise RuntimeError(f"two writes of the item ({pk}, {sk}) in one unit of work")
+        if earlier is not None and earlier.kind == "Put" and write.kind == "Put" and \
+                "ConditionExpression" in earlier.request and "ConditionExpression" not in write.request:
+            # A second put of an item first put under a condition keeps that condition.
+            for name in ("ConditionExpression", "ExpressionAttributeValues",
+                         "ExpressionAttributeNames"):
+                if name in earlier.request:
+                    write.request[name] = earlier.request[name]
+            write.conflict = write.conflict or earlier.conflict
+        self._writes[(pk, sk)] = write
+
+    # Commit -------------------------------------------------------------------------------
+
+    async def commit(self) -> None:
+        if not self._writes and not self._hooks:
+            return
+        client = await self.table.client()
+        plain = [w for w in self._writes.values() if not w.optimistic]
+        optimistic = await self._run_hooks(None)
+        if len(plain) + len(optimistic) <= MAX_TRANSACTION_ITEMS:
+            # The usual unit: everything in one transaction, made again while counters move.
+            await self._transact_optimistic(client, plain, None)
+        else:
+            for start in range(0, len(plain), MAX_TRANSACTION_ITEMS):
+                await self._transact(client, plain[start:start + MAX_TRANSACTION_ITEMS])
+            for chunk in _pack(optimistic):
+                await self._transact_optimistic(client, [], frozenset(chunk))
+        for callback in self._after:
+            callback()
+
+    async def _transact_optimistic(self, client: Any, plain: list[Write],
+                                   groups: frozenset[str] | None) -> None:
+        """Commit `plain` with the optimistic writes of `groups` (None: all), making those
+        again from fresh reads until nobody moved their items in between."""
+        for attempt in range(OPTIMISTIC_ROUNDS):
+            writes = [w for w in self._writes.values()
+                      if w.optimistic and (groups is None or w.group in groups)]
+            try:
+                await self._transact(client, plain + writes, optimistic_retry=True)
+                return
+            except _Moved:
+                await asyncio.sleep(random.uniform(0, 0.005 * (attempt + 1)))
+                await self._run_hooks(groups)
+        raise StoreConflict("too many concurrent changes to the same counters; try again")
+
+    async def _run_hooks(self, groups: frozenset[str] | None) -> list[Write]:
+        for k in [k for k, w in self._writes.items()
+                  if w.optimistic and (groups is None or w.group in groups)]:
+            del self._writes[k]
+        for hook in self._hooks:
+            await hook(self, groups)
+        return [w for w in self._writes.values() if w.optimistic]
+
+    async def _transact(self, client: Any, writes: list[Write], *,
+                        optimistic_retry: bool = False) -> None:
+        if not writes:
+            return
+        items = [{w.kind: w.request} for w in writes]
+        for attempt in range(6):
+            try:
+                await client.transact_write_items(TransactItems=items)
+                return
+            except client.exceptions.TransactionCanceledException as exc:
+                reasons = [r.get("Code", "None") for r in
+                           exc.response.get("CancellationReasons", [])]
+                failed = [(w, code) for w, code in zip(writes, reasons, strict=False)
+                          if code not in ("None", None)]
+                for w, code in failed:
+                    if code == "ConditionalCheckFailed" and not w.optimistic:
+                        raise StoreConflict(w.conflict or "the item changed meanwhile") from exc
+                if optimistic_retry and any(code == "ConditionalCheckFailed" for _, code in failed):
+                    raise _Moved from exc
+                if any(code not in ("TransactionConflict", "ThrottlingError",
+                                    "ProvisionedThroughputExceeded") for _, code in failed):
+                    raise
+            except client.exceptions.TransactionConflictException:
+                pass
+            await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))
+        raise StoreConflict("the table was too busy with the same items; try again")
+
+
+def _pack(writes: list[Write]) -> list[set[str]]:
+    """Groups of optimistic writes packed into transactions of at most 100 writes, each group
+    whole in one of them."""
+    sizes: dict[str, int] = {}
+    for w in writes:
+        assert w.group is not None
+        sizes[w.group] = sizes.get(w.group, 0) + 1
+    chunks: list[set[str]] = []
+    room = 0
+    for group, size in sizes.items():
+        if size > MAX_TRANSACTION_ITEMS:
+            raise RuntimeError(f"{size} optimistic writes of one group exceed what one DynamoDB "
+                               "transaction takes")
+        if not chunks or size > room:
+            chunks.append(set())
+            room = MAX_TRANSACTION_ITEMS
+        chunks[-1].add(group)
+        room -= size
+    return chunks
+
+
+class _Moved(Exception):
+    """An optimistic condition failed: somebody moved the counters; read them again."""
+
+
+def _expr(request: dict[str, Any], condition: str | None, values: dict[str, Any] | None,
+          names: dict[str, str] | None) -> None:
+    if condition:
+        request["ConditionExpression"] = condition
+    if values:
+        request["ExpressionAttributeValues"] = values
+    if names:
+        request["ExpressionAttributeNames"] = names
