@@ -126,6 +126,17 @@ def needs_reset(after: int, head: StreamHead) -> bool:
     return after > head.seq or after + 1 < head.oldest
 
 
+def event_doc(ev: StreamEvent) -> dict[str, Any]:
+    """An event as a client receives it, whichever way its stream goes (the WebSocket or SSE of
+    a node, or API Gateway's WebSocket API)."""
+    return {"id": str(ev.seq), "type": ev.type, "data": ev.data}
+
+
+def unread_doc(seq: int, in_app: int, total: int) -> dict[str, Any]:
+    """The unread counts just after event `seq`, under the same id."""
+    return {"id": str(seq), "type": UNREAD_COUNT, "data": {"count": in_app, "total": total}}
+
+
 def inbox_item(n: Notification) -> dict[str, Any]:
     """The notification as the inbox lists it, and as a `notification.created` event's data."""
     return {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,

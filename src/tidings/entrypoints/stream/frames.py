@@ -1,5 +1,6 @@
 """Stream events as the text a client receives: rendered once per event, whatever the number
-of connections it goes to."""
+of connections it goes to. The documents themselves (`event_doc`, `unread_doc`) are the
+domain's, so that every way a stream reaches a client sends the same ones."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 
 import orjson
 
-from ...domain.stream import UNREAD_COUNT, StreamEvent
+from ...domain.stream import StreamEvent, event_doc, unread_doc
 from .wsprotocol import text_frames
+
+__all__ = ["PONG", "count", "event", "event_doc", "reset", "unread", "unread_doc", "ws_pair"]
 
 
 def _dump(doc: dict[str, Any]) -> str:
@@ -40,14 +43,6 @@ def ws_pair(ev: StreamEvent) -> bytes:
             orjson.dumps(event_doc(ev)),
             orjson.dumps(unread_doc(ev.seq, ev.unread_in_app, ev.unread))])
     return data
-
-
-def event_doc(ev: StreamEvent) -> dict[str, Any]:
-    return {"id": str(ev.seq), "type": ev.type, "data": ev.data}
-
-
-def unread_doc(seq: int, in_app: int, total: int) -> dict[str, Any]:
-    return {"id": str(seq), "type": UNREAD_COUNT, "data": {"count": in_app, "total": total}}
 
 
 def unread(seq: int, in_app: int, total: int) -> str:
