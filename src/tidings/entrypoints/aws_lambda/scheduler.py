@@ -1,0 +1,116 @@
+"""`tidings.entrypoints.aws_lambda.scheduler.handler`: the background work of the AWS mode,
+started by EventBridge every minute (`rate(1 minute)`).
+
+EventBridge cannot start a function more often than once a minute, and a scheduled notification
+should go within a second of its time, so each invocation stays for (almost) the minute and
+polls, as `tidings worker` does: scheduled notifications that came due, broadcasts to expand,
+app events for the apps' webhooks -- each in its own loop, again at once while it finds work,
+else after 0.25 s. The next invocation starts as this one ends (a minute apart, each staying
+up to 55 s, at most 5 s less than the time Lambda gives it). Housekeeping (expired idempotency
+records, old stream events and app events) runs once per invocation, beside them.
+
+Two invocations that overlap (a slow one, a retried one) do no harm: each round claims its
+work under a lease, as several workers do. A round still running at the end is cut off: what it
+had leased is taken over when its lease expires.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from . import events, runtime
+
+if TYPE_CHECKING:
+    from ...bootstrap import Container
+    from .runtime import Runtime
+
+log = logging.getLogger("tidings.lambda")
+
+MAX_SECONDS = 55.0
+RESERVE_SECONDS = 5.0  # left to Lambda after the loops: the summary, the logs
+CUT_OFF_SECONDS = 1.5  # a round still running this close to the end is cancelled
+INTERVAL = 0.25
+
+
+def budget(context: Any) -> tuple[float, float]:
+    """(seconds to keep starting rounds, seconds after which a running round is cut off).
+    Without a context that says (a local run), a whole minute's worth."""
+    remaining_ms = getattr(context, "get_remaining_time_in_millis", None)
+    remaining = (remaining_ms() / 1000.0 if remaining_ms is not None
+                 else MAX_SECONDS + RESERVE_SECONDS)
+    return (max(0.0, min(MAX_SECONDS, remaining - RESERVE_SECONDS)),
+            max(0.0, remaining - CUT_OFF_SECONDS))
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    rt = runtime.current()
+    with rt.invocation("scheduler", context):
+        try:
+            events.scheduled(event)
+        except events.BadEvent as exc:
+            events.refused(exc)
+            raise
+        polling, hard = budget(context)
+        return rt.run(run(rt, polling, hard))
+
+
+async def run(rt: Runtime, polling: float, hard: float) -> dict[str, Any]:
+    container = await rt.container()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    until = started + polling
+    summary: dict[str, Any] = {"scheduled": 0, "broadcast_recipients": 0, "webhook_events": 0,
+                               "rounds": 0, "errors": 0, "housekeeping": "ok", "cut_off": False}
+
+    async def keep(name: str, round_: Callable[[], Awaitable[int]]) -> None:
+        # One round at least, even with no time left: the minute's due work must not wait
+        # for the next invocation.
+        while True:
+            try:
+                handled = await round_()
+            except Exception:
+                log.exception("%s: a round failed", name)
+                summary["errors"] += 1
+                handled = 0
+            summary["rounds"] += 1
+            summary[name] += handled
+            left = until - loop.time()
+            if left <= 0:
+                return
+            if not handled:
+                await asyncio.sleep(min(INTERVAL, left))
+
+    async def housekeeping() -> None:
+        try:
+            await _housekeeping(container)
+        except Exception:
+            log.exception("housekeeping failed")
+            summary["housekeeping"] = "failed"
+
+    work = asyncio.gather(
+        keep("scheduled", container.scheduler.fire_due),
+        keep("broadcast_recipients", container.broadcasts.run_once),
+        keep("webhook_events", container.event_dispatcher.run_once),
+        housekeeping())
+    try:
+        await asyncio.wait_for(work, timeout=max(0.1, hard - (loop.time() - started)))
+    except TimeoutError:
+        summary["cut_off"] = True
+        log.warning("rounds still running at the end of the invocation were cut off")
+    summary["seconds"] = round(loop.time() - started, 3)
+    log.info("scheduler: %d scheduled sent, %d broadcast recipients, %d webhook events",
+             summary["scheduled"], summary["broadcast_recipients"], summary["webhook_events"],
+             extra={"fields": summary})
+    return summary
+
+
+async def _housekeeping(container: Container) -> None:
+    began = time.monotonic()
+    await container.dispatcher.housekeeping()
+    purged = await container.event_dispatcher.purge()
+    log.info("housekeeping done in %.2f s (%d old app events forgotten)",
+             time.monotonic() - began, purged)
