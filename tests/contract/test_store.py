@@ -164,6 +164,9 @@ async def test_inbox_pages_counts_and_reads(store):
         assert [n.title for n in rest] == ["3", "2", "1", "0"]
         in_app = await tx.notifications.inbox("acme", "u1", InboxQuery(channel="in_app"), 10)
         assert [n.title for n in in_app] == ["6", "4", "2", "0"]
+        # A cursor older than `since` (a client that moved `since` on): an empty range.
+        empty = InboxQuery(after_id=made[5].id, before_id=made[2].id)
+        assert await tx.notifications.inbox("acme", "u1", empty, 10) == []
         assert await tx.notifications.unread_count("acme", "u1", None) == 7
         assert await tx.notifications.unread_count("acme", "u1", "push") == 3
 

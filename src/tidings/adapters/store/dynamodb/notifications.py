@@ -293,6 +293,8 @@ class DynamoNotifications:
             conditions.append("contains(feed, :channel)")
             values[":channel"] = {"S": query.channel}
         if query.before_id is not None:
+            if query.after_id is not None and query.after_id >= query.before_id:
+                return []  # an empty range (DynamoDB refuses one whose ends are inverted)
             conditions.append("#id <> :before")
             values[":before"] = {"S": query.before_id}
         items = await self._u.table.query_until(
