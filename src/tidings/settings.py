@@ -6,6 +6,8 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_SECRETS_MANAGER_ARN = r"^arn:aws[a-zA-Z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TIDINGS_", env_file=".env", extra="ignore")
@@ -16,6 +18,11 @@ class Settings(BaseSettings):
     database_schema: str | None = Field(None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     admin_key: SecretStr | None = None
     secret_key: SecretStr | None = None
+    # AWS serverless mode: the Secrets Manager secrets holding those two keys, read once per
+    # cold start when the key itself is unset (so no key sits in the function's configuration).
+    # The admin key is "tda_" followed by its secret's string, as the SAM template generates it.
+    secret_key_arn: str | None = Field(None, pattern=_SECRETS_MANAGER_ARN)
+    admin_key_arn: str | None = Field(None, pattern=_SECRETS_MANAGER_ARN)
 
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
     auth_cache_seconds: float = Field(2.0, ge=0, le=60)

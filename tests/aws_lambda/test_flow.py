@@ -42,6 +42,12 @@ class Lambda:
     queue_url: str
     queue_arn: str
     android: str  # the SNS platform application ARN
+    secrets: tuple[str, str]  # the ARNs of the secret key's and the admin key's secrets
+
+    def secret_reads(self) -> list[str]:
+        """The secrets the functions read from Secrets Manager, in order."""
+        return [c.params.get("SecretId", "") for c in self.server.calls
+                if c.service == "secretsmanager" and c.params.get("SecretId") in self.secrets]
 
     def aws(self, service: str) -> Any:
         return self.server.client(service, region=REGION)
@@ -181,13 +187,24 @@ def deployment(dynamodb_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> 
     android = server.client("sns", region=REGION).create_platform_application(
         Name=f"droid-{suffix}", Platform="GCM",
         Attributes={"PlatformCredential": "fcm-key"})["PlatformApplicationArn"]
+    # The keys as the template hands them over: the ARNs of their secrets (encrypted with the
+    # stack's KMS key), which each function reads at its cold start; the admin key's secret
+    # holds the key without its "tda_" prefix.
+    key_id = server.client("kms", region=REGION).create_key(Description="stack key")["KeyMetadata"]["Arn"]
+    secrets = server.client("secretsmanager", region=REGION)
+    secret_arn = secrets.create_secret(Name=f"tidings-secret-key-{suffix}", KmsKeyId=key_id,
+                                       SecretString=SECRET_KEY)["ARN"]
+    admin_arn = secrets.create_secret(Name=f"tidings-admin-key-{suffix}", KmsKeyId=key_id,
+                                      SecretString=ADMIN_KEY.removeprefix("tda_"))["ARN"]
+    for name in ("SECRET_KEY", "ADMIN_KEY"):
+        monkeypatch.delenv(f"TIDINGS_{name}", raising=False)
     for name, value in (("DATABASE_URL", url), ("QUEUE_URL", queue_url),
                         ("WEBSOCKET_ENDPOINT", f"{server.url}/{STAGE}"),
-                        ("SECRET_KEY", SECRET_KEY), ("ADMIN_KEY", ADMIN_KEY)):
+                        ("SECRET_KEY_ARN", secret_arn), ("ADMIN_KEY_ARN", admin_arn)):
         monkeypatch.setenv(f"TIDINGS_{name}", value)
     previous = runtime.install(None)  # the next invocation makes the process's runtime
     try:
-        yield Lambda(server, table, queue_url, queue_arn, android)
+        yield Lambda(server, table, queue_url, queue_arn, android, (secret_arn, admin_arn))
     finally:
         made = runtime.install(previous)
         if made is not None:
@@ -200,6 +217,7 @@ def deployment(dynamodb_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_a_push_goes_from_the_api_through_the_stream_and_queue_to_sns(deployment: Lambda) -> None:
     aws = deployment
+    assert aws.secret_reads() == []
     # The HTTP API: the app (its push through SNS on moto), a key, ada's phone, ada's token.
     status, body = aws.http("PUT", "/v1/apps/acme", key=ADMIN_KEY, body={
         "name": "Acme",
@@ -211,6 +229,11 @@ def test_a_push_goes_from_the_api_through_the_stream_and_queue_to_sns(deployment
     status, body = aws.http("POST", "/v1/apps/acme/keys", key=ADMIN_KEY)
     assert status == 201, body
     app_key = body["key"]
+    # The operator's key and the secret key came from Secrets Manager, once for the process.
+    assert sorted(aws.secret_reads()) == sorted(aws.secrets)
+    settings = runtime.current().settings
+    assert settings.secret_key is not None and settings.secret_key.get_secret_value() == SECRET_KEY
+    assert settings.admin_key is not None and settings.admin_key.get_secret_value() == ADMIN_KEY
     status, device = aws.http("POST", "/v1/users/ada/devices", key=app_key,
                               body={"platform": "android", "token": "fcm-token-of-ada"})
     assert status in (200, 201), device
@@ -294,6 +317,8 @@ def test_a_push_goes_from_the_api_through_the_stream_and_queue_to_sns(deployment
     # $disconnect forgets the connection.
     assert aws.ws("$disconnect", connection)["statusCode"] == 200
     assert aws.connection_items(connection) == []
+    # Every function of this process shared the keys read at its cold start.
+    assert sorted(aws.secret_reads()) == sorted(aws.secrets)
 
 
 def test_events_of_the_wrong_shape_are_refused(deployment: Lambda) -> None:

@@ -36,10 +36,13 @@ HANDLERS = {
 # Functions that publish to users' streams through the API Gateway Management API.
 PUBLISHERS = {"ApiFunction", "WebSocketFunction", "WorkerFunction", "SchedulerFunction"}
 ENVIRONMENT = {
-    "TIDINGS_DATABASE_URL", "TIDINGS_QUEUE_URL", "TIDINGS_WEBSOCKET_ENDPOINT", "TIDINGS_SECRET_KEY",
-    "TIDINGS_ADMIN_KEY", "TIDINGS_EMAIL_FROM", "TIDINGS_AWS_SES_REGION", "TIDINGS_AWS_SNS_REGION",
-    "TIDINGS_PUBLIC_URL",
+    "TIDINGS_DATABASE_URL", "TIDINGS_QUEUE_URL", "TIDINGS_WEBSOCKET_ENDPOINT",
+    "TIDINGS_SECRET_KEY_ARN", "TIDINGS_ADMIN_KEY_ARN", "TIDINGS_EMAIL_FROM",
+    "TIDINGS_AWS_SES_REGION", "TIDINGS_AWS_SNS_REGION", "TIDINGS_PUBLIC_URL",
 }
+# Functions that build the container, so read the keys' secrets at their first start.
+CONTAINER_BUILDERS = {"ApiFunction", "WebSocketFunction", "WorkerFunction", "SchedulerFunction"}
+SECRETS = {"SecretKeySecret", "AdminKeySecret"}
 # Actions AWS authorises only against Resource "*" (no resource-level permission), and why
 # each one is needed. Anything else on "*" is a finding.
 STAR_RESOURCE_ALLOWED = {
@@ -207,12 +210,7 @@ def test_every_function_gets_the_settings_of_the_plan(template: dict[str, Any]) 
 
 
 def test_secrets_are_generated_not_typed(template: dict[str, Any], resources: dict[str, Any]) -> None:
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
-    assert _text(variables["TIDINGS_SECRET_KEY"]) == (
-        "{{resolve:secretsmanager:${SecretKeySecret}:SecretString}}")
-    assert _text(variables["TIDINGS_ADMIN_KEY"]) == (
-        "tda_{{resolve:secretsmanager:${AdminKeySecret}:SecretString}}")
-    for name in ("SecretKeySecret", "AdminKeySecret"):
+    for name in SECRETS:
         secret = resources[name]
         assert secret["Properties"]["GenerateSecretString"]["PasswordLength"] >= 32
         assert _text(secret["Properties"]["KmsKeyId"]) == "Key"
@@ -220,6 +218,55 @@ def test_secrets_are_generated_not_typed(template: dict[str, Any], resources: di
     parameters = template["Parameters"]
     assert not {"AdminKey", "SecretKey"} & set(parameters)
     assert not any(p.get("NoEcho") for p in parameters.values()), "no secret passes through a parameter"
+
+
+def _environments(template: dict[str, Any], resources: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Every function environment: the global one and any function's own."""
+    found = [("Globals", template["Globals"]["Function"].get("Environment", {}))]
+    found += [(name, r["Properties"].get("Environment", {})) for name, r in resources.items()
+              if r["Type"] in ("AWS::Serverless::Function", "AWS::Lambda::Function")]
+    return found
+
+
+def test_functions_get_the_secrets_arns_never_their_values(
+        template: dict[str, Any], resources: dict[str, Any]) -> None:
+    """Whoever may call lambda:GetFunctionConfiguration reads a function's environment: it
+    names the secrets; the functions read their values from Secrets Manager."""
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["TIDINGS_SECRET_KEY_ARN"] == {"Ref": "SecretKeySecret"}
+    assert variables["TIDINGS_ADMIN_KEY_ARN"] == {"Ref": "AdminKeySecret"}
+    for where, environment in _environments(template, resources):
+        text = json.dumps(environment, default=str)
+        assert "resolve:secretsmanager" not in text, where
+        assert "resolve:ssm-secure" not in text, where
+        names = set(environment.get("Variables", {}))
+        assert not {"TIDINGS_SECRET_KEY", "TIDINGS_ADMIN_KEY"} & names, where
+        for name, value in environment.get("Variables", {}).items():
+            # A secret appears only as a plain Ref (its ARN), never inside a Sub or a GetAtt.
+            if SECRETS & set(re.findall(r"[A-Za-z0-9]+", json.dumps(value, default=str))):
+                assert value in ({"Ref": "SecretKeySecret"}, {"Ref": "AdminKeySecret"}), (where, name)
+    # No dynamic reference to a secret anywhere in the template but the secrets themselves.
+    assert "resolve:secretsmanager" not in TEMPLATE.read_text()
+
+
+def test_only_the_container_builders_read_exactly_the_two_secrets(resources: dict[str, Any]) -> None:
+    for function in HANDLERS:
+        statements = [s for s in _statements_of(resources, function)
+                      if any(a.startswith("secretsmanager:") for a in _list(s["Action"]))]
+        if function not in CONTAINER_BUILDERS:
+            assert statements == [], function
+            continue
+        assert len(statements) == 1, function
+        (statement,) = statements
+        assert _list(statement["Action"]) == ["secretsmanager:GetSecretValue"], function
+        resources_of = _list(statement["Resource"])
+        assert all(isinstance(r, dict) and list(r) == ["Ref"] for r in resources_of), function
+        assert sorted(_text(r) for r in resources_of) == sorted(SECRETS), function
+        assert "Condition" not in statement
+    # Secrets Manager decrypts with the stack key on the caller's behalf: the readers keep
+    # kms:Decrypt on it (test_key_use_is_limited_to_the_stack_key checks it is that key only).
+    for function in CONTAINER_BUILDERS:
+        assert "kms:Decrypt" in _actions_of(resources, function), function
 
 
 def test_each_function_has_its_own_role_and_no_sam_policies(resources: dict[str, Any]) -> None:

@@ -10,6 +10,11 @@ and never closed, instead of `asyncio.run()` per invocation.
 Nothing happens at import: the settings (the environment) are read and the container is built
 at the first invocation that needs them; a function that needs no container (the outbox) never
 builds one.
+
+The secret key and the admin key are not in the environment on AWS (anyone allowed
+`lambda:GetFunctionConfiguration` could read them there): the template sets the ARNs of their
+Secrets Manager secrets (TIDINGS_SECRET_KEY_ARN, TIDINGS_ADMIN_KEY_ARN), and the container's
+first build reads them, once per process. A key set in the environment itself wins over its ARN.
 """
 
 from __future__ import annotations
@@ -135,12 +140,39 @@ class Runtime:
         if self._container is None:
             from ...bootstrap import build
 
+            await self._read_secrets()
             self._container = build(self.settings, clock=self._clock)
             log.info("built the container (store %s)", self.settings.store_backend)
         if prepare and not self._prepared:
             await self._container.prepare()
             self._prepared = True
         return self._container
+
+    async def _read_secrets(self) -> None:
+        """The keys the settings name by their Secrets Manager ARN only, read into the
+        settings. The endpoint is the DynamoDB URL's `endpoint_url` option when it has one: a
+        local double of AWS (moto serves every service on one port); on AWS, each service's
+        own endpoint in the ARN's region."""
+        settings = self.settings
+        wanted: dict[str, tuple[str, str]] = {}  # setting -> (ARN, prefix of the value)
+        if settings.secret_key is None and settings.secret_key_arn:
+            wanted["secret_key"] = (settings.secret_key_arn, "")
+        if settings.admin_key is None and settings.admin_key_arn:
+            # The template generates the secret's string; the operator's key is "tda_" + it.
+            wanted["admin_key"] = (settings.admin_key_arn, "tda_")
+        if not wanted:
+            return
+        from pydantic import SecretStr
+
+        from ...adapters.secrets.secretsmanager import read_secret
+
+        endpoint = _aws_endpoint(settings)
+        values = await asyncio.gather(*(read_secret(arn, endpoint_url=endpoint)
+                                        for arn, _ in wanted.values()))
+        self._settings = settings.model_copy(update={
+            name: SecretStr(prefix + value)
+            for (name, (_, prefix)), value in zip(wanted.items(), values, strict=True)})
+        log.info("read %s from Secrets Manager", " and ".join(sorted(wanted)))
 
     async def sqs(self) -> Any:
         if self._sqs is None:
@@ -200,6 +232,15 @@ class Runtime:
         if self._loop is not None and not self._loop.is_closed():
             self.run(_close())
             self._loop.close()
+
+
+def _aws_endpoint(settings: Settings) -> str | None:
+    """The `endpoint_url` option of a DynamoDB database URL (a local double of AWS), if any."""
+    if settings.store_backend != "dynamodb":
+        return None
+    from ...adapters.store.dynamodb.table import parse_url
+
+    return parse_url(settings.database_url).endpoint_url
 
 
 def _store_claims(container: Container) -> ClaimSource:
