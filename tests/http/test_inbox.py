@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.conftest import user_token
 
 
@@ -52,6 +54,19 @@ async def test_read_one_and_all(client, acme):
     r = await client.post("/v1/users/me/notifications/read-all", headers=me)
     assert r.json() == {"updated": 1}
     assert (await client.get("/v1/users/me/notifications", headers=me)).json()["unread_count"] == 0
+
+
+async def test_concurrent_reads_of_one_notification_all_succeed(client, acme):
+    """Two devices of the user mark the same notification read at once: both get it, read
+    once, with one read time, and the unread count drops by one."""
+    a = await send(client, acme, "a")
+    await send(client, acme, "b")
+    me = await user_token(client, acme, "u1")
+    answers = await asyncio.gather(*(client.post(f"/v1/users/me/notifications/{a['id']}/read",
+                                                 headers=me) for _ in range(4)))
+    assert [r.status_code for r in answers] == [200] * 4, [r.text for r in answers]
+    assert len({r.json()["read_at"] for r in answers}) == 1
+    assert (await client.get("/v1/users/me/notifications", headers=me)).json()["unread_count"] == 1
 
 
 async def test_someone_elses_notification_is_not_found(client, acme):

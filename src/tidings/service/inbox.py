@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from ..domain.errors import Conflict, NotFound, ValidationFailed
+from ..domain.apps import App
+from ..domain.errors import Conflict, NotFound, StoreConflict, ValidationFailed
 from ..domain.ids import floor_id
 from ..domain.notifications import Notification, NotificationStatus
 from ..domain.pagination import check_limit, id_cursor, page_of
@@ -58,6 +59,15 @@ class Inbox:
     async def read(self, app_id: str, user_id: str, notification_id: str) -> Notification:
         app = await self._events.app(app_id) if self._events else None
         now = self._clock.now()
+        try:
+            return await self._read(app, app_id, user_id, notification_id, now)
+        except StoreConflict:
+            # Read meanwhile by another request (a store that checks optimistically, DynamoDB,
+            # says so at commit): again, it now finds it read and answers as SQL does.
+            return await self._read(app, app_id, user_id, notification_id, now)
+
+    async def _read(self, app: App | None, app_id: str, user_id: str, notification_id: str,
+                    now: datetime) -> Notification:
         async with self._store.transaction() as tx:
             marked = await tx.notifications.mark_read(app_id, user_id, notification_id, now)
             if marked is None:
