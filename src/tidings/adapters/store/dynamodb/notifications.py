@@ -15,6 +15,7 @@ fire; like canceled ones they are in the home partition but not in the inbox (th
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
@@ -54,6 +55,8 @@ _DELIVERIES = keys.delivery_sk("")
 _VISIBLE = "NOT (#status IN (:scheduled, :canceled))"
 _VISIBLE_VALUES = {":scheduled": {"S": SCHEDULED}, ":canceled": {"S": CANCELED}}
 _UNLEASED = "(attribute_not_exists(lease_until) OR lease_until < :now)"
+
+log = logging.getLogger("tidings.store")
 
 
 # Items ----------------------------------------------------------------------------------------
@@ -243,6 +246,19 @@ class DynamoNotifications:
             n.read_at = read_at
         return n
 
+    def _listed(self, items: list[Item]) -> list[Notification]:
+        """The notifications of a page; an item that does not decode (written by hand, or by
+        a version that wrote it otherwise) is logged and left out, not a failed page."""
+        out = []
+        for item in items:
+            try:
+                out.append(self._of(item))
+            except (KeyError, TypeError, ValueError) as exc:
+                log.error("inbox item %s/%s does not decode (%s: %s); left out of the page",
+                          item.get("pk", {}).get("S"), item.get("sk", {}).get("S"),
+                          type(exc).__name__, exc)
+        return out
+
     async def _attach(self, items: list[Notification]) -> list[Notification]:
         found = await gather_bounded(lambda n: deliveries_of(self._u, n.app_id, n.id), items)
         for n, deliveries in zip(items, found, strict=True):
@@ -303,7 +319,7 @@ class DynamoNotifications:
             sk_to=_INBOX_END if query.before_id is None else keys.inbox_sk(query.before_id),
             filter=" AND ".join(conditions), values=values,
             names={"#status": "status", **({"#id": "id"} if query.before_id else {})})
-        found = [self._of(i) for i in items]
+        found = self._listed(items)
         if query.unread_only:
             found = [n for n in found if n.read_at is None]
         return await self._attach(found) if with_deliveries else found
@@ -367,7 +383,7 @@ class DynamoNotifications:
         items = await self._u.table.query_until(
             keys.address(app_id, address), limit, forward=False, sk_from=keys.inbox_sk(""),
             sk_to=_INBOX_END if before_id is None else keys.inbox_sk(before_id), **options)
-        return await self._attach([self._of(i) for i in items])
+        return await self._attach(self._listed(items))
 
     async def due(self, now: datetime, limit: int) -> list[Notification]:
         """Take up to `limit` scheduled notifications whose time has come.
