@@ -39,6 +39,7 @@ ENVIRONMENT = {
     "TIDINGS_DATABASE_URL", "TIDINGS_QUEUE_URL", "TIDINGS_WEBSOCKET_ENDPOINT",
     "TIDINGS_SECRET_KEY_ARN", "TIDINGS_ADMIN_KEY_ARN", "TIDINGS_EMAIL_FROM",
     "TIDINGS_AWS_SES_REGION", "TIDINGS_AWS_SNS_REGION", "TIDINGS_PUBLIC_URL",
+    "TIDINGS_BROADCAST_BATCH_SIZE",
 }
 # Functions that build the container, so read the keys' secrets at their first start.
 CONTAINER_BUILDERS = {"ApiFunction", "WebSocketFunction", "WorkerFunction", "SchedulerFunction"}
