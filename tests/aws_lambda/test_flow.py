@@ -18,7 +18,7 @@ import json
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -27,7 +27,7 @@ from tests.aws_lambda.conftest import REGION, Context, sample
 from tests.conftest import ADMIN_KEY, SECRET_KEY
 from tests.fakes.moto_server import MotoServer, sns_backend
 from tidings.adapters.store.dynamodb.store import DynamoStore
-from tidings.entrypoints.aws_lambda import events, http, outbox, runtime, websocket, worker
+from tidings.entrypoints.aws_lambda import events, http, outbox, runtime, scheduler, websocket, worker
 
 STAGE = "prod"
 QUEUE = "tidings-deliveries"
@@ -319,6 +319,39 @@ def test_a_push_goes_from_the_api_through_the_stream_and_queue_to_sns(deployment
     assert aws.connection_items(connection) == []
     # Every function of this process shared the keys read at its cold start.
     assert sorted(aws.secret_reads()) == sorted(aws.secrets)
+
+
+def test_a_delivery_whose_message_was_lost_is_queued_again_by_the_scheduler(
+        deployment: Lambda, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The outbox never forwards the delivery (its batch was given up, or its message went to
+    the dead-letter queue): the scheduler finds it overdue and queues it again, and the worker
+    delivers it once."""
+    aws = deployment
+    status, _ = aws.http("PUT", "/v1/apps/acme", key=ADMIN_KEY, body={"name": "Acme"})
+    assert status == 201
+    status, body = aws.http("POST", "/v1/apps/acme/keys", key=ADMIN_KEY)
+    app_key = body["key"]
+    status, _ = aws.http("POST", "/v1/users/ada/devices", key=app_key,
+                         body={"platform": "android", "token": "fcm-token-of-ada"})
+    assert status in (200, 201)
+    status, body = aws.http("POST", "/v1/notifications", key=app_key, body={
+        "to": {"user_id": "ada"}, "channels": ["push"], "title": "Lost and found"})
+    assert status == 202, body
+    nid = body["items"][0]["id"]
+    assert aws.receive() == []  # the outbox did not run: nothing was queued
+
+    # Not overdue yet: nothing to do.
+    assert scheduler.handler(sample("scheduled"), Context(remaining_ms=6_500))["requeued"] == 0
+    monkeypatch.setattr(scheduler, "OVERDUE", timedelta(0))
+    summary = scheduler.handler(sample("scheduled"), Context(remaining_ms=6_500))
+    assert summary["requeued"] == 1, summary
+    messages = aws.receive()
+    assert [json.loads(m["Body"])["notification_id"] for m in messages] == [nid]
+    assert worker.handler(aws.sqs_event(messages), Context()) == {"batchItemFailures": []}
+    status, after = aws.http("GET", f"/v1/notifications/{nid}", key=app_key)
+    assert [d["status"] for d in after["deliveries"]] == ["sent"], after
+    # Done: the next round finds nothing overdue.
+    assert scheduler.handler(sample("scheduled"), Context(remaining_ms=6_500))["requeued"] == 0
 
 
 def test_events_of_the_wrong_shape_are_refused(deployment: Lambda) -> None:

@@ -20,9 +20,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from . import events, runtime
+import orjson
+
+from . import events, outbox, runtime
 
 if TYPE_CHECKING:
     from ...bootstrap import Container
@@ -34,6 +37,9 @@ MAX_SECONDS = 55.0
 RESERVE_SECONDS = 5.0  # left to Lambda after the loops: the summary, the logs
 CUT_OFF_SECONDS = 1.5  # a round still running this close to the end is cancelled
 INTERVAL = 0.25
+# A pending delivery this far past its time has lost its queue message (see `requeue`).
+OVERDUE = timedelta(minutes=10)
+REQUEUE_LIMIT = 500
 
 
 def budget(context: Any) -> tuple[float, float]:
@@ -87,6 +93,7 @@ async def run(rt: Runtime, polling: float, hard: float) -> dict[str, Any]:
     async def housekeeping() -> None:
         try:
             await _housekeeping(container)
+            summary["requeued"] = await requeue(rt)
         except Exception:
             log.exception("housekeeping failed")
             summary["housekeeping"] = "failed"
@@ -106,6 +113,32 @@ async def run(rt: Runtime, polling: float, hard: float) -> dict[str, Any]:
              summary["scheduled"], summary["broadcast_recipients"], summary["webhook_events"],
              extra={"fields": summary})
     return summary
+
+
+async def requeue(rt: Runtime) -> int:
+    """Queue again the deliveries overdue by more than OVERDUE: their message was lost (it
+    went to the dead-letter queue after too many receives, or the outbox gave up on its
+    batch), and on AWS nothing else would ever take them. A delivery queued twice is sent
+    once: the worker takes it under a lease."""
+    container = await rt.container()
+    if container.settings.queue_url is None:
+        return 0
+    before = rt.clock.now() - OVERDUE
+    async with container.store.reader() as tx:
+        overdue = getattr(tx.deliveries, "overdue", None)
+        if overdue is None:  # a store whose deliveries are polled, not queued
+            return 0
+        ids = await overdue(before, REQUEUE_LIMIT)
+    if not ids:
+        return 0
+    sqs = await rt.sqs()
+    messages = [outbox.Outgoing(orjson.dumps({"app_id": a, "notification_id": n,
+                                              "delivery_id": d}).decode(), 0, d)
+                for a, n, d in ids]
+    for start in range(0, len(messages), outbox.BATCH):
+        await outbox._send_batch(sqs, rt.queue_url(), messages[start:start + outbox.BATCH])
+    log.warning("queued again %d deliveries overdue by more than %s", len(ids), OVERDUE)
+    return len(ids)
 
 
 async def _housekeeping(container: Container) -> None:

@@ -271,6 +271,20 @@ class DynamoQueue:
                                 lease_id, **self._sending(now, lease_seconds))
         return await self._claims(taken, lease_id)
 
+    async def overdue(self, before: datetime, limit: int) -> list[tuple[str, str, str]]:
+        """(app_id, notification_id, delivery_id) of up to `limit` deliveries due before
+        `before` and still not done, oldest first: on AWS, those whose queue message was lost
+        (moved to the dead-letter queue, or never sent), to be queued again."""
+        items, _ = await self._unit.table.query(
+            keys.DUE_DELIVERIES, index="gsi1", sk_to=keys.due(us(before)), limit=limit)
+        out = []
+        for item in items:
+            ids = tuple(item.get(name, {}).get("S") for name in
+                        ("app_id", "notification_id", "delivery_id"))
+            if all(ids):
+                out.append((str(ids[0]), str(ids[1]), str(ids[2])))
+        return out
+
     async def claim_ids(self, ids: Sequence[tuple[str, str, str]], now: datetime,
                         lease_seconds: float,
                         lease_id: str) -> tuple[list[Claim], dict[str, datetime]]:
