@@ -36,7 +36,7 @@ from ..store.dynamodb import keys
 from ..store.dynamodb.table import parse_url
 
 CONNECTION_TTL_SECONDS = 3 * 3600
-POINTER_SK = "WS"
+POINTER_SK = keys.CONNECTION_POINTER
 APP_INDEX = "gsi1"
 
 
@@ -49,7 +49,7 @@ def connection_key(connection_id: str) -> str:
 
 
 def pointer_key(connection_id: str) -> str:
-    return f"WS#{connection_id}"
+    return keys.connection_pointer(connection_id)
 
 
 def app_index_key(app_id: str) -> str:
