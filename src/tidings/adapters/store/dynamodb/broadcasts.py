@@ -108,8 +108,9 @@ class DynamoBroadcasts:
             gone = ["due_at", "lease_id", "lease_until", "gsi1pk", "gsi1sk"]
         expr, values, names = update_expression(fields, gone)
         values[":lease"] = {"S": lease_id}
+        # `last`: the cursor moves only with the batch's last transaction (unit.py).
         self._unit.update(keys.broadcasts(b.app_id), b.id, expr, values=values, names=names,
-                          condition="lease_id = :lease",
+                          condition="lease_id = :lease", last=True,
                           conflict=f"broadcast {b.id}: the lease was lost meanwhile")
         return True
 
@@ -210,7 +211,7 @@ class DynamoBroadcasts:
 
 
 def reserve(unit: Unit, app_id: str, broadcast_id: str, user_id: str,
-            notification_id: str) -> None:
+            notification_id: str, group: str | None = None) -> None:
     """Make `notification_id` the user's one notification of the broadcast: its recipient item,
     put in this unit beside the notification on the condition that there is none (of two
     workers expanding the same batch at once, one commits; the other's unit fails with
@@ -219,7 +220,7 @@ def reserve(unit: Unit, app_id: str, broadcast_id: str, user_id: str,
     unit.put(encode({"pk": keys.recipients(app_id, broadcast_id), "sk": keys.part(user_id),
                      "app_id": app_id, "broadcast_id": broadcast_id, "user_id": user_id,
                      "notification_id": notification_id}),
-             condition="attribute_not_exists(pk)",
+             condition="attribute_not_exists(pk)", group=group,
              conflict=f"broadcast {broadcast_id}: user {user_id} got its notification meanwhile")
 
 

@@ -1,15 +1,20 @@
 """Items in DynamoDB's wire format and back. Only keys, counters, flags and times are native
 attributes; free-form documents (a notification's data, a profile's attributes) are stored as
-JSON text, so that any JSON value survives as it came (DynamoDB has no float, no empty key)."""
+JSON text, so that any JSON value survives as it came (DynamoDB has no float, no empty key).
+A long document (an e-mail's HTML) is stored compressed (`packed`), as DynamoDB holds at most
+400 KB an item and bills writes by the kilobyte."""
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
 Item = dict[str, dict[str, Any]]
+# A document whose JSON is longer than this is stored compressed.
+PACK_OVER = 2048
 
 
 def to_attr(value: Any) -> dict[str, Any]:
@@ -21,6 +26,8 @@ def to_attr(value: Any) -> dict[str, Any]:
         return {"N": str(value)}
     if isinstance(value, str):
         return {"S": value}
+    if isinstance(value, bytes):
+        return {"B": value}
     if isinstance(value, datetime):
         return {"N": str(us(value))}
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
@@ -44,6 +51,8 @@ def from_attr(attr: dict[str, Any]) -> Any:
         return {k: from_attr(v) for k, v in value.items()}
     if kind == "SS":
         return list(value)
+    if kind == "B":
+        return bytes(value)
     raise TypeError(f"unexpected DynamoDB attribute type {kind}")
 
 
@@ -80,3 +89,19 @@ def dumps(doc: Any) -> str:
 
 def loads(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
+
+
+def packed(doc: Any) -> str | bytes | None:
+    """A document as JSON text, or compressed when long (see `PACK_OVER`); None stays None."""
+    if doc is None:
+        return None
+    text = orjson.dumps(doc)
+    return text.decode() if len(text) <= PACK_OVER else zlib.compress(text, 6)
+
+
+def unpacked(value: str | bytes | None) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        return orjson.loads(zlib.decompress(value))
+    return orjson.loads(value)

@@ -69,11 +69,12 @@ class DynamoIdempotency:
         found = await self._u.get(pk, sk)
         if found is not None and _expires(found) > now:
             raise IdempotencyRace(TAKEN)
+        # `last`: a unit too large for one transaction is recorded done with its last one.
         if self._u.pending(pk, sk) is not None:
-            self._u.put(item)
+            self._u.put(item, last=True)
         else:
             self._u.put(item, condition=_EXPIRED, values={":now": {"N": str(now)}},
-                        conflict=TAKEN)
+                        conflict=TAKEN, last=True)
 
     async def purge(self, now: datetime) -> int:
         bound = us(now)

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from typing import Any, TypeVar
 
-from ....domain.errors import StoreConflict
+from ....domain.errors import StoreConflict, ValidationFailed
 from ....domain.notifications import (
     Delivery,
     Notification,
@@ -32,8 +32,9 @@ from ....domain.notifications import (
 )
 from ....ports import InboxQuery
 from . import keys
-from .codec import Item, at_us, decode, dumps, encode, loads, ms, us
+from .codec import Item, at_us, decode, dumps, encode, loads, ms, packed, unpacked, us
 from .counters import counters_of, read
+from .pieces import MAX_ITEM_BYTES, size_of
 from .table import key
 from .unit import ReadOnly, Unit
 
@@ -48,6 +49,9 @@ HIDDEN = frozenset({SCHEDULED, CANCELED})
 LEASE_SECONDS = 30
 # Queries or claims in flight at once for one call.
 CONCURRENCY = 16
+# Read-all marks this many inbox items a transaction (of 100 actions; the counter item and
+# the unit's stream and app events take the rest).
+MARK_PIECE = 90
 # After this sort key no inbox key comes: ids are ULIDs (0-9, A-Z).
 _INBOX_END = keys.inbox_sk("~")
 _DELIVERIES = keys.delivery_sk("")
@@ -82,12 +86,19 @@ def notification_item(n: Notification) -> Item:
         "read_at": None if n.read_at is None else us(n.read_at), "sender_id": n.sender_id,
         # Not `ttl`: that is the table's expiry attribute (epoch seconds).
         "message_ttl": n.ttl, "priority": n.priority,
-        "options": None if n.options is None else dumps(n.options),
-        "broadcast_id": n.broadcast_id}
+        "options": packed(n.options), "broadcast_id": n.broadcast_id}
     if n.status == SCHEDULED and n.send_at is not None:
         values["gsi2pk"] = keys.DUE_SCHEDULED
         values["gsi2sk"] = keys.due(us(n.send_at), n.app_id, n.id)
-    return encode(values)
+    item = encode(values)
+    size = size_of(item)
+    if size > MAX_ITEM_BYTES:
+        # Checked before anything is written: DynamoDB would refuse the whole transaction.
+        raise ValidationFailed.on(
+            "html" if n.options and n.options.get("html") else "body",
+            f"the notification takes {size // 1024} KB as stored (compressed), over the "
+            f"{MAX_ITEM_BYTES // 1024} KB DynamoDB holds in one item; send less content")
+    return item
 
 
 def notification_of(item: Item, deliveries: Sequence[Delivery] = ()) -> Notification:
@@ -101,7 +112,7 @@ def notification_of(item: Item, deliveries: Sequence[Delivery] = ()) -> Notifica
         category=v.get("category"), created_at=created, send_at=at_us(v.get("send_at")),
         status=v["status"], read_at=at_us(v.get("read_at")), sender_id=v.get("sender_id"),
         ttl=v.get("message_ttl"), priority=v.get("priority") or "normal",
-        deliveries=list(deliveries), options=loads(v.get("options")),
+        deliveries=list(deliveries), options=unpacked(v.get("options")),
         broadcast_id=v.get("broadcast_id"))
 
 
@@ -221,6 +232,16 @@ async def refresh_status(unit: Unit, app_id: str, notification_id: str,
     return status
 
 
+def _mark(unit: Unit, item: Item, at: datetime) -> None:
+    """Mark the inbox item read in `unit`, and move its user's counts."""
+    unit.update(item["pk"]["S"], item["sk"]["S"], "SET read_at = :at",
+                values={":at": {"N": str(us(at))}},
+                condition="attribute_exists(pk) AND attribute_not_exists(read_at)",
+                conflict="the notification was read or deleted meanwhile; try again")
+    doc = decode(item)
+    counters_of(unit).move(doc["app_id"], doc["user_id"], int(doc.get("channel_mask", 0)), -1)
+
+
 async def _collect(items: AsyncIterator[T]) -> list[T]:
     return [i async for i in items]
 
@@ -276,12 +297,15 @@ class DynamoNotifications:
             self._u.shared.setdefault("skipped", set()).update(
                 n.id for n in notifications if n.id not in ids)
         for n in kept:
+            # One group, the recipient's (its counter and stream events are too): a unit too
+            # large for one transaction writes each recipient whole in one (pieces.py).
+            group = home(n.app_id, n.user_id, n.to_address)
             if n.broadcast_id is not None and n.user_id is not None:
-                reserve(self._u, n.app_id, n.broadcast_id, n.user_id, n.id)
+                reserve(self._u, n.app_id, n.broadcast_id, n.user_id, n.id, group)
             self._u.put(notification_item(n))
-            self._u.put(pointer_item(n))
+            self._u.put(pointer_item(n), group=group)
             for d in n.deliveries:
-                self._u.put(delivery_item(d))
+                self._u.put(delivery_item(d), group=group)
             if is_counted(n):
                 assert n.user_id is not None
                 counters_of(self._u).move(n.app_id, n.user_id, channel_mask(feed_channels(n)), +1)
@@ -328,13 +352,8 @@ class DynamoNotifications:
         return (await read(self._u, app_id, user_id)).count(channel)
 
     def _mark(self, item: Item, at: datetime) -> None:
-        pk, sk = item["pk"]["S"], item["sk"]["S"]
-        self._u.update(pk, sk, "SET read_at = :at", values={":at": {"N": str(us(at))}},
-                       condition="attribute_exists(pk) AND attribute_not_exists(read_at)",
-                       conflict="the notification was read or deleted meanwhile; try again")
-        self._read()[(pk, sk)] = at
-        doc = decode(item)
-        counters_of(self._u).move(doc["app_id"], doc["user_id"], int(doc.get("channel_mask", 0)), -1)
+        _mark(self._u, item, at)
+        self._read()[(item["pk"]["S"], item["sk"]["S"])] = at
 
     async def mark_read(self, app_id: str, user_id: str, notification_id: str,
                         at: datetime) -> tuple[Notification, bool] | None:
@@ -364,15 +383,24 @@ class DynamoNotifications:
             names["#id"] = "id"
         done = self._read()
         count = 0
-        async for item in self._u.table.query_all(
-                keys.user(app_id, user_id), sk_from=keys.inbox_sk(""),
-                sk_to=_INBOX_END if before_id is None else keys.inbox_sk(before_id),
-                filter=" AND ".join(conditions), values=values, names=names):
-            if (item["pk"]["S"], item["sk"]["S"]) in done:
-                continue
+        todo = [item async for item in self._u.table.query_all(
+                    keys.user(app_id, user_id), sk_from=keys.inbox_sk(""),
+                    sk_to=_INBOX_END if before_id is None else keys.inbox_sk(before_id),
+                    filter=" AND ".join(conditions), values=values, names=names)
+                if (item["pk"]["S"], item["sk"]["S"]) not in done]
+        # More than one transaction holds: all but the last piece commit now, each with its
+        # own move of the counts, so that the counts agree with the inbox whatever happens
+        # to the rest; the last piece commits with this unit (and its stream event).
+        while len(todo) > MARK_PIECE:
+            piece, todo = todo[:MARK_PIECE], todo[MARK_PIECE:]
+            sub = Unit(self._u.table, writable=True)
+            for item in piece:
+                _mark(sub, item, at)
+            await sub.commit()
+            count += len(piece)
+        for item in todo:
             self._mark(item, at)
-            count += 1
-        return count
+        return count + len(todo)
 
     async def by_address(self, app_id: str, address: str, limit: int,
                          before_id: str | None) -> list[Notification]:
@@ -453,8 +481,9 @@ class DynamoNotifications:
                 names={"#status": "status"}, values=values, condition=condition,
                 conflict=f"scheduled notification {n.id} was canceled, deleted or taken by "
                          "another scheduler meanwhile")
+            group = home(n.app_id, n.user_id, n.to_address)
             for d in n.deliveries:
-                self._u.put(delivery_item(d))
+                self._u.put(delivery_item(d), group=group)
             if is_counted(n):
                 assert n.user_id is not None
                 counters_of(self._u).move(n.app_id, n.user_id, channel_mask(feed), +1)

@@ -9,22 +9,27 @@ somebody did (the transaction is cancelled on that condition alone), the hook ru
 fresh values and the transaction is retried. Nothing else in the unit depends on those values
 but what the hook itself writes.
 
-A unit of more than 100 writes (DynamoDB's limit for one transaction) commits in consecutive
-transactions of 100, the optimistic writes in the last: each is atomic, the whole is not. The
-writers of such units (a send to many users, a broadcast batch) use keys that make a retry
-write the same items again, and conditions that make it skip what exists."""
+A unit larger than one transaction (100 writes, 4 MB) commits in consecutive transactions cut
+by pieces.py: each recipient's writes (notification, deliveries, counter, stream events) whole
+in one of them, and the writes that mark the unit done (`last`: an idempotency record, a
+broadcast's cursor) in the last. Each transaction is atomic, the whole is not: a unit cut off
+between two leaves whole recipients written and is not marked done. The writers of such units
+(a broadcast batch, a large send) are retried; see docs/dynamodb.md for what a retry does."""
 
 from __future__ import annotations
 
 import asyncio
 import random
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from ....domain.errors import StoreConflict
 from .codec import Item
-from .table import MAX_TRANSACTION_ITEMS, Table, key
+from .pieces import fits_one, pieces, size_of
+from .table import Table, key
 
 # A hook writes the optimistic items of the groups named (None: of every group it has).
 Hook = Callable[["Unit", "frozenset[str] | None"], Awaitable[None]]
@@ -46,7 +51,14 @@ class Write:
     item: Item | None = None
     # Optimistic writes of one group commit in one transaction and are made again together
     # when one of them meets a moved item (a user's counter item and its stream events).
+    # Of a unit too large for one transaction, each group commits whole in one (pieces.py).
     group: str | None = None
+    # Commits in the unit's last transaction: the write that says the unit is done.
+    last: bool = False
+
+    @cached_property
+    def size(self) -> int:
+        return size_of(self.request)
 
 
 @dataclass
@@ -78,35 +90,37 @@ class Unit:
     def put(self, item: Item, *, condition: str | None = None,
             values: dict[str, Any] | None = None, names: dict[str, str] | None = None,
             conflict: str | None = None, optimistic: bool = False,
-            group: str | None = None) -> None:
+            group: str | None = None, last: bool = False) -> None:
         request: dict[str, Any] = {"TableName": self.table.name, "Item": item}
         _expr(request, condition, values, names)
         pk = item["pk"]["S"]
         self._add(pk, item["sk"]["S"],
-                  Write("Put", request, conflict, optimistic, item, group or pk))
+                  Write("Put", request, conflict, optimistic, item, group or pk, last))
 
     def update(self, pk: str, sk: str, expression: str, *, values: dict[str, Any] | None = None,
                names: dict[str, str] | None = None, condition: str | None = None,
                conflict: str | None = None, optimistic: bool = False,
-               group: str | None = None) -> None:
+               group: str | None = None, last: bool = False) -> None:
         request: dict[str, Any] = {"TableName": self.table.name, "Key": key(pk, sk),
                                    "UpdateExpression": expression}
         _expr(request, condition, values, names)
-        self._add(pk, sk, Write("Update", request, conflict, optimistic, group=group or pk))
+        self._add(pk, sk, Write("Update", request, conflict, optimistic, group=group or pk,
+                                last=last))
 
     def delete(self, pk: str, sk: str, *, condition: str | None = None,
                values: dict[str, Any] | None = None, names: dict[str, str] | None = None,
-               conflict: str | None = None) -> None:
+               conflict: str | None = None, group: str | None = None) -> None:
         request: dict[str, Any] = {"TableName": self.table.name, "Key": key(pk, sk)}
         _expr(request, condition, values, names)
-        self._add(pk, sk, Write("Delete", request, conflict))
+        self._add(pk, sk, Write("Delete", request, conflict, group=group or pk))
 
     def check(self, pk: str, sk: str, condition: str, *, values: dict[str, Any] | None = None,
-              names: dict[str, str] | None = None, conflict: str | None = None) -> None:
+              names: dict[str, str] | None = None, conflict: str | None = None,
+              group: str | None = None) -> None:
         """Commit only if `condition` holds on that item (which this unit does not write)."""
         request: dict[str, Any] = {"TableName": self.table.name, "Key": key(pk, sk)}
         _expr(request, condition, values, names)
-        self._add(pk, sk, Write("ConditionCheck", request, conflict))
+        self._add(pk, sk, Write("ConditionCheck", request, conflict, group=group or pk))
 
     def before_commit(self, hook: Hook) -> None:
         """Run `hook` at commit (again on each optimistic retry) to add optimistic writes."""
@@ -143,16 +157,23 @@ class Unit:
         if not self._writes and not self._hooks:
             return
         client = await self.table.client()
-        plain = [w for w in self._writes.values() if not w.optimistic]
-        optimistic = await self._run_hooks(None)
-        if len(plain) + len(optimistic) <= MAX_TRANSACTION_ITEMS:
+        await self._run_hooks(None)
+        writes = list(self._writes.values())
+        if fits_one(writes):
             # The usual unit: everything in one transaction, made again while counters move.
-            await self._transact_optimistic(client, plain, None)
+            await self._transact_optimistic(client, [w for w in writes if not w.optimistic], None)
         else:
-            for start in range(0, len(plain), MAX_TRANSACTION_ITEMS):
-                await self._transact(client, plain[start:start + MAX_TRANSACTION_ITEMS])
-            for chunk in _pack(optimistic):
-                await self._transact_optimistic(client, [], frozenset(chunk))
+            # The conditions of the writes that commit last are checked in every transaction
+            # before: a unit that will fail at the end (its idempotency key taken, its lease
+            # lost) stops at its next transaction rather than writing on to the end.
+            guards = [_guard(w) for w in writes if w.last and not w.optimistic
+                      and "ConditionExpression" in w.request]
+            cut = pieces(writes, reserve=len(guards))
+            for n, piece in enumerate(cut):
+                plain = [w for w in piece if not w.optimistic]
+                await self._transact_optimistic(
+                    client, plain + (guards if n < len(cut) - 1 else []),
+                    frozenset(w.group for w in piece if w.optimistic and w.group is not None))
         for callback in self._after:
             callback()
 
@@ -207,25 +228,24 @@ class Unit:
         raise StoreConflict("the table was too busy with the same items; try again")
 
 
-def _pack(writes: list[Write]) -> list[set[str]]:
-    """Groups of optimistic writes packed into transactions of at most 100 writes, each group
-    whole in one of them."""
-    sizes: dict[str, int] = {}
-    for w in writes:
-        assert w.group is not None
-        sizes[w.group] = sizes.get(w.group, 0) + 1
-    chunks: list[set[str]] = []
-    room = 0
-    for group, size in sizes.items():
-        if size > MAX_TRANSACTION_ITEMS:
-            raise RuntimeError(f"{size} optimistic writes of one group exceed what one DynamoDB "
-                               "transaction takes")
-        if not chunks or size > room:
-            chunks.append(set())
-            room = MAX_TRANSACTION_ITEMS
-        chunks[-1].add(group)
-        room -= size
-    return chunks
+def _guard(write: Write) -> Write:
+    """A ConditionCheck of `write`'s condition, on its item, with only the names and values
+    the condition uses (DynamoDB refuses unused ones)."""
+    request = write.request
+    condition = request["ConditionExpression"]
+    used = set(_TOKEN.findall(condition))
+    check: dict[str, Any] = {
+        "TableName": request["TableName"],
+        "Key": request.get("Key") or key(request["Item"]["pk"]["S"], request["Item"]["sk"]["S"]),
+        "ConditionExpression": condition}
+    for name in ("ExpressionAttributeValues", "ExpressionAttributeNames"):
+        kept = {k: v for k, v in request.get(name, {}).items() if k in used}
+        if kept:
+            check[name] = kept
+    return Write("ConditionCheck", check, write.conflict)
+
+
+_TOKEN = re.compile(r"[:#][A-Za-z0-9_]+")
 
 
 class _Moved(Exception):
