@@ -3,12 +3,14 @@ wrote them otherwise): a listing leaves the one item out instead of failing the 
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from tests.contract.test_store import app, seed_app
 from tidings.adapters.store.dynamodb import keys
+from tidings.domain.errors import ValidationFailed
 from tidings.domain.notifications import Message
 from tidings.domain.planning import Recipient, plan_notification
 from tidings.ports import InboxQuery
@@ -38,3 +40,55 @@ async def test_an_item_that_does_not_decode_is_left_out_of_the_inbox(store, capl
         page = await tx.notifications.inbox("acme", "u1", InboxQuery(), 10)
     assert [n.title for n in page] == ["2", "0"]
     assert "does not decode" in caplog.text and broken in caplog.text
+
+
+async def test_long_html_is_stored_compressed_and_read_back_whole(store):
+    await seed_app(store)
+    html = "".join(f"<p>Line {i} of the newsletter, with the same words again.</p>"
+                   for i in range(9000))  # ~550 KB: more than DynamoDB holds in one item
+    (made,) = [plan_notification(app(), Recipient(user_id="u1", email="ada@example.com"),
+                                 Message(("email",), title="news", html=html), NOW)]
+    async with store.transaction() as tx:
+        await tx.notifications.add_many([made])
+    client = await store.table.client()
+    raw = await client.get_item(TableName=store.table.name, Key={
+        "pk": {"S": keys.user("acme", "u1")}, "sk": {"S": keys.inbox_sk(made.id)}})
+    assert "B" in raw["Item"]["options"] and len(raw["Item"]["options"]["B"]) < len(html) // 10
+    async with store.reader() as tx:
+        got = await tx.notifications.get("acme", made.id)
+    assert got is not None and got.options == {"html": html}
+    async with store.transaction() as tx:
+        claims = await tx.deliveries.claim(NOW + timedelta(seconds=1), 10, 30, "lease")
+    assert [c.message.html for c in claims if c.message] == [html]
+
+
+async def test_content_too_large_even_compressed_is_refused_and_nothing_is_written(store):
+    await seed_app(store)
+    noise = random.Random(6).randbytes(450_000).hex()  # compresses to about half
+    made = [plan_notification(app(), Recipient(user_id=u, email="ada@example.com"),
+                              Message(("email",), title="x", html=noise), NOW)
+            for u in ("u1", "u2")]
+    with pytest.raises(ValidationFailed, match="over the 400 KB"):
+        async with store.transaction() as tx:
+            await tx.notifications.add_many(made)
+    async with store.reader() as tx:
+        assert await tx.notifications.get("acme", made[0].id) is None
+
+
+async def test_a_delivery_whose_notification_does_not_decode_leaves_the_batch_to_the_others(
+        store, caplog):
+    await seed_app(store)
+    made = [plan_notification(app(), Recipient(user_id=u, email=f"{u}@example.com"),
+                              Message(("email",), title=u), NOW) for u in ("u1", "u2", "u3")]
+    async with store.transaction() as tx:
+        await tx.notifications.add_many(made)
+    client = await store.table.client()
+    await client.update_item(TableName=store.table.name, Key={
+        "pk": {"S": keys.user("acme", "u2")}, "sk": {"S": keys.inbox_sk(made[1].id)}},
+        UpdateExpression="SET #data = :bad", ExpressionAttributeNames={"#data": "data"},
+        ExpressionAttributeValues={":bad": {"S": "{not json"}})
+    ids = [(n.app_id, n.id, d.id) for n in made for d in n.deliveries]
+    async with store.transaction() as tx:
+        claims, later = await tx.deliveries.claim_ids(ids, NOW + timedelta(seconds=1), 30, "l")
+    assert sorted(c.message.title for c in claims if c.message) == ["u1", "u3"]
+    assert not later and "does not decode" in caplog.text

@@ -26,7 +26,7 @@ from ....domain.notifications import (
 )
 from ....domain.receipts import Receipt, next_status
 from . import keys
-from .codec import Item, at_us, decode, encode, loads, ms, us
+from .codec import Item, at_us, decode, encode, loads, ms, unpacked, us
 from .devices import POINTER as DEVICE_POINTER
 from .devices import device_of
 from .notifications import delivery_of, followed_status, gather_bounded, set_status
@@ -303,7 +303,11 @@ class DynamoQueue:
         for item in items:
             if item.get("status", {}).get("S") not in OPEN_STATUSES or "gsi1sk" not in item:
                 continue
-            at = int(item["gsi1sk"]["S"].split("#", 1)[0])
+            try:
+                at = int(item["gsi1sk"]["S"].split("#", 1)[0])
+            except (KeyError, ValueError) as exc:
+                _undecodable(item, exc)
+                continue
             if at <= now_us:
                 due.append(item)
             else:
@@ -323,40 +327,64 @@ class DynamoQueue:
         if not taken:
             return []
         table = self._unit.table
-        notes = await self._contents({(d["app_id"], d["notification_id"]) for d in taken})
+        notes = await self._contents({(d["app_id"], d["notification_id"]) for d in taken
+                                      if d.get("app_id") and d.get("notification_id")})
         devices = await self._devices({(d["app_id"], d.get("user_id"), d["target"]) for d in taken
-                                       if d["channel"] == "push" and d.get("target")})
+                                       if d.get("channel") == "push" and d.get("target")
+                                       and d.get("app_id")})
         claims = []
         for d in taken:
-            app_id, note_id, channel = d["app_id"], d["notification_id"], d["channel"]
-            target = d.get("target")
-            note = notes.get((app_id, note_id))
-            platform = device_id = ref = None
-            if channel == "push":
-                device_id = target
-                dev = devices.get((app_id, target or ""))
-                platform, ref = (dev.platform, dev.provider_ref) if dev else (None, None)
-                target = dev.token if dev is not None and dev.enabled else None
-            attempts = int(d.get("attempts", 0))
-            message = None
-            if note is not None and target:
-                options = loads(note.get("options")) or _NO_OPTIONS
-                message = OutboundMessage(
-                    d["delivery_id"], note_id, app_id, d.get("user_id"), channel, d["provider"],
-                    target, platform, note.get("title"), note.get("body"),
-                    loads(note.get("data")) or {}, note.get("category"), note.get("message_ttl"),
-                    note.get("priority") or "normal", attempts, device_id, options.get("html"),
-                    options.get("collapse_key"), options.get("overrides") or {}, ref)
-            claims.append(Claim(d["delivery_id"], note_id, app_id, d["provider"], attempts,
-                                lease_id, message))
+            try:
+                claims.append(self._claim(d, notes, devices, lease_id))
+            except (KeyError, TypeError, ValueError) as exc:
+                # One broken item must not fail the others' batch: it stays leased, comes
+                # back when the lease ends, and is logged each time until somebody mends it.
+                _undecodable(d, exc)
         _remember(table, claims)
         return claims
 
-    async def _contents(self, notes: set[tuple[str, str]]) -> dict[tuple[str, str], dict[str, Any]]:
+    @staticmethod
+    def _claim(d: dict[str, Any], notes: dict[tuple[str, str], dict[str, Any] | None],
+               devices: dict[tuple[str, str], Any], lease_id: str) -> Claim:
+        app_id, note_id, channel = d["app_id"], d["notification_id"], d["channel"]
+        target = d.get("target")
+        note = notes.get((app_id, note_id))
+        if note is None and (app_id, note_id) in notes:
+            raise ValueError(f"its notification {note_id} does not decode")
+        platform = device_id = ref = None
+        if channel == "push":
+            device_id = target
+            dev = devices.get((app_id, target or ""))
+            platform, ref = (dev.platform, dev.provider_ref) if dev else (None, None)
+            target = dev.token if dev is not None and dev.enabled else None
+        attempts = int(d.get("attempts", 0))
+        message = None
+        if note is not None and target:
+            options = unpacked(note.get("options")) or _NO_OPTIONS
+            message = OutboundMessage(
+                d["delivery_id"], note_id, app_id, d.get("user_id"), channel, d["provider"],
+                target, platform, note.get("title"), note.get("body"),
+                loads(note.get("data")) or {}, note.get("category"), note.get("message_ttl"),
+                note.get("priority") or "normal", attempts, device_id, options.get("html"),
+                options.get("collapse_key"), options.get("overrides") or {}, ref)
+        return Claim(d["delivery_id"], note_id, app_id, d["provider"], attempts, lease_id, message)
+
+    async def _contents(self, notes: set[tuple[str, str]]
+                        ) -> dict[tuple[str, str], dict[str, Any] | None]:
         table = self._unit.table
         pointers = await table.get_many([(keys.notification(a, n), keys.POINTER) for a, n in notes])
-        homes = [(p["home"]["S"], keys.inbox_sk(p["notification_id"]["S"])) for p in pointers]
-        return {(v["app_id"], v["id"]): v for v in map(decode, await table.get_many(homes))}
+        homes = [(p["home"]["S"], keys.inbox_sk(p["notification_id"]["S"])) for p in pointers
+                 if "S" in p.get("home", {}) and "S" in p.get("notification_id", {})]
+        found: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for item in await table.get_many(homes):
+            try:
+                v = decode(item)
+                found[(v["app_id"], v["id"])] = v
+            except (KeyError, TypeError, ValueError) as exc:
+                _undecodable(item, exc)
+                # None: there, but unreadable (`_claim` leaves its deliveries out).
+                found[(item.get("app_id", {}).get("S", ""), item.get("id", {}).get("S", ""))] = None
+        return found
 
     async def _devices(self, wanted: set[tuple[str, str | None, str]]) -> dict[tuple[str, str], Any]:
         """Devices by (app, id): looked for in the delivery's user's partition, then (moved to
@@ -492,3 +520,10 @@ class DynamoQueue:
         statuses.follow(app_id, delivery.notification_id, {delivery.id: new.value})
         await statuses.flush()
         return delivery, True
+
+
+def _undecodable(item: dict[str, Any], exc: Exception) -> None:
+    pk = item.get("pk")
+    log.error("delivery item %s does not decode (%s: %s); left out of this batch",
+              item.get("delivery_id") or (pk.get("S") if isinstance(pk, dict) else pk),
+              type(exc).__name__, exc)
