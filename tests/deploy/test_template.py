@@ -37,13 +37,15 @@ HANDLERS = {
 PUBLISHERS = {"ApiFunction", "WebSocketFunction", "WorkerFunction", "SchedulerFunction"}
 ENVIRONMENT = {
     "TIDINGS_DATABASE_URL", "TIDINGS_QUEUE_URL", "TIDINGS_WEBSOCKET_ENDPOINT",
-    "TIDINGS_SECRET_KEY_ARN", "TIDINGS_ADMIN_KEY_ARN", "TIDINGS_EMAIL_FROM",
+    "TIDINGS_SECRET_KEY_ARN", "TIDINGS_EMAIL_FROM",
     "TIDINGS_AWS_SES_REGION", "TIDINGS_AWS_SNS_REGION", "TIDINGS_PUBLIC_URL",
     "TIDINGS_BROADCAST_BATCH_SIZE",
 }
 # Functions that build the container, so read the keys' secrets at their first start.
 CONTAINER_BUILDERS = {"ApiFunction", "WebSocketFunction", "WorkerFunction", "SchedulerFunction"}
 SECRETS = {"SecretKeySecret", "AdminKeySecret"}
+# The operator's key serves the HTTP API's /v1/apps routes: no other function has it.
+ADMIN_KEY_READERS = {"ApiFunction"}
 # Actions AWS authorises only against Resource "*" (no resource-level permission), and why
 # each one is needed. Anything else on "*" is a finding.
 STAR_RESOURCE_ALLOWED = {
@@ -235,7 +237,11 @@ def test_functions_get_the_secrets_arns_never_their_values(
     names the secrets; the functions read their values from Secrets Manager."""
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["TIDINGS_SECRET_KEY_ARN"] == {"Ref": "SecretKeySecret"}
-    assert variables["TIDINGS_ADMIN_KEY_ARN"] == {"Ref": "AdminKeySecret"}
+    assert "TIDINGS_ADMIN_KEY_ARN" not in variables
+    for function in HANDLERS:
+        own = resources[function]["Properties"].get("Environment", {}).get("Variables", {})
+        assert (own.get("TIDINGS_ADMIN_KEY_ARN") == {"Ref": "AdminKeySecret"}) == (
+            function in ADMIN_KEY_READERS), function
     for where, environment in _environments(template, resources):
         text = json.dumps(environment, default=str)
         assert "resolve:secretsmanager" not in text, where
@@ -250,7 +256,8 @@ def test_functions_get_the_secrets_arns_never_their_values(
     assert "resolve:secretsmanager" not in TEMPLATE.read_text()
 
 
-def test_only_the_container_builders_read_exactly_the_two_secrets(resources: dict[str, Any]) -> None:
+def test_only_the_container_builders_read_the_secrets_and_only_the_api_the_admin_key(
+        resources: dict[str, Any]) -> None:
     for function in HANDLERS:
         statements = [s for s in _statements_of(resources, function)
                       if any(a.startswith("secretsmanager:") for a in _list(s["Action"]))]
@@ -262,7 +269,8 @@ def test_only_the_container_builders_read_exactly_the_two_secrets(resources: dic
         assert _list(statement["Action"]) == ["secretsmanager:GetSecretValue"], function
         resources_of = _list(statement["Resource"])
         assert all(isinstance(r, dict) and list(r) == ["Ref"] for r in resources_of), function
-        assert sorted(_text(r) for r in resources_of) == sorted(SECRETS), function
+        wanted = SECRETS if function in ADMIN_KEY_READERS else SECRETS - {"AdminKeySecret"}
+        assert sorted(_text(r) for r in resources_of) == sorted(wanted), function
         assert "Condition" not in statement
     # Secrets Manager decrypts with the stack key on the caller's behalf: the readers keep
     # kms:Decrypt on it (test_key_use_is_limited_to_the_stack_key checks it is that key only).
