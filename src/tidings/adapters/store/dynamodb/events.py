@@ -46,7 +46,8 @@ class DynamoEvents:
                 "pk": keys.events(ev.app_id), "sk": ev.id, "app_id": ev.app_id,
                 "event_id": ev.id, "type": ev.type, "payload": dumps(ev.payload),
                 "created_at": created, "updated_at": created, "status": "pending",
-                "attempts": 0, "gsi1pk": keys.DUE_EVENTS, "gsi1sk": keys.due(created, ev.id),
+                "attempts": 0, "gsi1pk": keys.sharded(keys.DUE_EVENTS, ev.id),
+                "gsi1sk": keys.due(created, ev.id),
                 "gsi2pk": keys.event(ev.id), "gsi2sk": EVENT_SK}
             self._unit.put(encode(doc), condition="attribute_not_exists(pk)",
                            conflict=f"event {ev.id} exists")
@@ -61,14 +62,15 @@ class DynamoEvents:
         for event_id, doc in sorted(self._added.items()):
             if len(taken) >= limit:
                 break
-            if doc.get("gsi1pk") == keys.DUE_EVENTS and doc["gsi1sk"] <= keys.due(now_us + 1):
+            if keys.in_shards(doc.get("gsi1pk"), keys.DUE_EVENTS) and \
+                    doc["gsi1sk"] <= keys.due(now_us + 1):
                 doc.update(lease_id=lease_id, lease_until=until_us, updated_at=now_us,
                            attempts=doc["attempts"] + 1, gsi1sk=keys.due(until_us, event_id))
                 self._unit.put(encode(doc))  # replaces the buffered put, keeping its condition
                 taken.append(doc)
         if len(taken) < limit:
             taken += await lease_due(self._unit, keys.DUE_EVENTS, now, limit - len(taken),
-                                     lease_seconds, lease_id)
+                                     lease_seconds, lease_id, sharded=True)
         # Oldest first, so that an app sees its events in the order they happened.
         return sorted((_event_of(doc) for doc in taken), key=lambda ev: ev.id)
 
@@ -88,7 +90,8 @@ class DynamoEvents:
             at = us(o.at)
             values: dict[str, Any] = {
                 ":status": o.status, ":at": at, ":lease": o.lease_id,
-                ":part": keys.DUE_EVENTS if o.due_at is not None else keys.DONE_EVENTS,
+                ":part": keys.sharded(keys.DUE_EVENTS if o.due_at is not None
+                                      else keys.DONE_EVENTS, o.event_id),
                 ":sort": keys.due(us(o.due_at) if o.due_at is not None else at, o.event_id)}
             expr = "SET #status = :status, updated_at = :at, gsi1pk = :part, gsi1sk = :sort"
             if o.due_at is None:
@@ -127,12 +130,12 @@ class DynamoEvents:
         client = await table.client()
         batch: list[dict[str, Any]] = []
         gone = 0
-        async for item in table.query_all(keys.DONE_EVENTS, index="gsi1",
-                                          sk_to=keys.due(us(before))):
-            batch.append({"DeleteRequest": {"Key": {"pk": item["pk"], "sk": item["sk"]}}})
-            if len(batch) == 25:  # what BatchWriteItem takes at once
-                gone += await _delete(client, table.name, batch)
-                batch = []
+        for shard in keys.shards(keys.DONE_EVENTS):
+            async for item in table.query_all(shard, index="gsi1", sk_to=keys.due(us(before))):
+                batch.append({"DeleteRequest": {"Key": {"pk": item["pk"], "sk": item["sk"]}}})
+                if len(batch) == 25:  # what BatchWriteItem takes at once
+                    gone += await _delete(client, table.name, batch)
+                    batch = []
         return gone + await _delete(client, table.name, batch)
 
 

@@ -17,6 +17,7 @@ from ....domain.errors import IdempotencyRace
 from ....domain.idempotency import IdempotencyRecord
 from . import keys
 from .codec import Item, at_us, decode, encode, us
+from .queue import oldest
 from .unit import Unit
 
 # Records a purge forgets at most in one unit of work (TTL deletes the others in time anyway).
@@ -32,7 +33,7 @@ def record_item(r: IdempotencyRecord) -> Item:
         "scope": r.scope, "key": r.key, "fingerprint": r.fingerprint,
         "status_code": r.status_code, "created_at": us(r.created_at), "expires_at": expires,
         "ttl": math.ceil(expires / 1_000_000),
-        "gsi1pk": keys.EXPIRING_IDEMPOTENCY,
+        "gsi1pk": keys.sharded(keys.EXPIRING_IDEMPOTENCY, f"{r.scope}#{r.key}"),
         "gsi1sk": keys.due(expires, keys.part(r.scope), keys.part(r.key))})
     item["body"] = {"B": bytes(r.body)}
     return item
@@ -78,9 +79,7 @@ class DynamoIdempotency:
 
     async def purge(self, now: datetime) -> int:
         bound = us(now)
-        seen, _ = await self._u.table.query(
-            keys.EXPIRING_IDEMPOTENCY, index="gsi1", limit=PURGE_LIMIT,
-            sk_to=keys.num(bound + 1))
+        seen = await oldest(self._u, keys.EXPIRING_IDEMPOTENCY, bound + 1, PURGE_LIMIT)
         # The index lags and a key may have been taken again since: the table decides.
         wanted = [(i["pk"]["S"], i["sk"]["S"]) for i in seen]
         stored = {(i["pk"]["S"], i["sk"]["S"]): i for i in await self._u.table.get_many(wanted)}

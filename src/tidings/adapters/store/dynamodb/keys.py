@@ -200,6 +200,28 @@ def due(at_us: int, *rest: str) -> str:
     return "#".join([num(at_us), *rest])
 
 
+# The partitions above that take an index write for every delivery, app event, scheduled
+# notification or keyed request are spread over SHARDS partitions by the item's id: one
+# partition key of an index takes about 1,000 writes a second, and a table write whose index
+# write is throttled is throttled too. A reader queries every shard (`shards`).
+SHARDS = 16
+
+
+def sharded(partition: str, item_id: str) -> str:
+    """The shard of `partition` that the item named `item_id` is listed in."""
+    return f"{partition}#{zlib.crc32(item_id.encode()) % SHARDS:02d}"
+
+
+def shards(partition: str) -> list[str]:
+    return [f"{partition}#{n:02d}" for n in range(SHARDS)]
+
+
+def in_shards(value: str | None, partition: str) -> bool:
+    """Whether `value` is one of `partition`'s shards."""
+    return value is not None and value.startswith(partition + "#") and \
+        len(value) == len(partition) + 3
+
+
 # Stream events by day, for their purge (gsi2; see stream.py) ---------------------------------
 STREAM_PURGE = "STREAMPURGE"  # the purge's progress (sk `P`): the first day it has to look at
 STREAM_SHARDS = 8

@@ -88,7 +88,7 @@ def notification_item(n: Notification) -> Item:
         "message_ttl": n.ttl, "priority": n.priority,
         "options": packed(n.options), "broadcast_id": n.broadcast_id}
     if n.status == SCHEDULED and n.send_at is not None:
-        values["gsi2pk"] = keys.DUE_SCHEDULED
+        values["gsi2pk"] = keys.sharded(keys.DUE_SCHEDULED, n.id)
         values["gsi2sk"] = keys.due(us(n.send_at), n.app_id, n.id)
     item = encode(values)
     size = size_of(item)
@@ -136,7 +136,7 @@ def delivery_item(d: Delivery) -> Item:
         "updated_at": us(d.updated_at), "due_at": None if d.due_at is None else us(d.due_at),
         "due_ms": ms(d.due_at if d.due_at is not None else d.updated_at)}
     if d.due_at is not None:
-        values["gsi1pk"] = keys.DUE_DELIVERIES
+        values["gsi1pk"] = keys.sharded(keys.DUE_DELIVERIES, d.id)
         values["gsi1sk"] = keys.due(us(d.due_at), d.id)
     return encode(values)
 
@@ -444,22 +444,20 @@ class DynamoNotifications:
                 return None  # fired, canceled or taken meanwhile
             return notification_of(answer["Attributes"])
 
+        # The oldest due of every shard, then the oldest of those first.
+        pages = await gather_bounded(lambda shard: self._u.table.query(
+            shard, index="gsi2", sk_to=keys.due(now_us, "~"), limit=max(limit, 25),
+            filter=_UNLEASED, values=values), keys.shards(keys.DUE_SCHEDULED))
+        found = sorted((i for page, _ in pages for i in page), key=lambda i: i["gsi2sk"]["S"])
         taken: list[Notification] = []
-        start: dict[str, Any] | None = None
-        while len(taken) < limit:
-            page, start = await self._u.table.query(
-                keys.DUE_SCHEDULED, index="gsi2", sk_to=keys.due(now_us, "~"),
-                limit=max(limit - len(taken), 25), start=start, filter=_UNLEASED, values=values)
-            at = 0
-            while at < len(page) and len(taken) < limit:
-                batch = page[at:at + limit - len(taken)]
-                at += len(batch)
-                for n in await gather_bounded(claim, batch):
-                    if n is not None:
-                        self._leases[n.id] = lease
-                        taken.append(n)
-            if start is None:
-                break
+        at = 0
+        while at < len(found) and len(taken) < limit:
+            batch = found[at:at + limit - len(taken)]
+            at += len(batch)
+            for n in await gather_bounded(claim, batch):
+                if n is not None:
+                    self._leases[n.id] = lease
+                    taken.append(n)
         taken.sort(key=lambda n: (n.send_at or now, n.id))
         return taken
 

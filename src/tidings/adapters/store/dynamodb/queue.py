@@ -48,7 +48,8 @@ async def take(unit: Unit, item: Item, partition: str, now: datetime, lease_seco
                lease_id: str, *, attempt: bool = True, also: str = "",
                values: dict[str, Any] | None = None,
                names: dict[str, str] | None = None) -> dict[str, Any] | None:
-    """Take one item of a due partition of gsi1 under the lease: it gets `lease_id`, the
+    """Take one item of a due partition of gsi1 (one of `partition`'s shards, or `partition`
+    itself when it has none) under the lease: it gets `lease_id`, the
     lease's end as its due time (it is due again, should its worker die), and with `attempt`
     one more attempt; `also` adds to the update (`:until` is the lease's end in µs). The
     condition is the item's due key as `item` shows it: None when somebody took or changed
@@ -59,6 +60,9 @@ async def take(unit: Unit, item: Item, partition: str, now: datetime, lease_seco
     fail as a whole."""
     if not unit.writable:
         raise ReadOnly("this is a read-only unit of work")
+    part = item.get("gsi1pk", {}).get("S")
+    if part != partition and not keys.in_shards(part, partition):
+        return None
     client = await unit.table.client()
     now_us = us(now)
     until_us = us(now + timedelta(seconds=lease_seconds))
@@ -76,7 +80,7 @@ async def take(unit: Unit, item: Item, partition: str, now: datetime, lease_seco
             ExpressionAttributeValues={
                 ":lease": {"S": lease_id}, ":until": {"N": str(until_us)},
                 ":next": {"S": keys.due(until_us, *seen.split("#", 1)[1:])},
-                ":part": {"S": partition}, ":seen": {"S": seen}, **extra, **(values or {})},
+                ":part": {"S": part}, ":seen": {"S": seen}, **extra, **(values or {})},
             **({"ExpressionAttributeNames": names} if names else {}),
             ReturnValues="ALL_NEW")
     except client.exceptions.ConditionalCheckFailedException:
@@ -85,15 +89,15 @@ async def take(unit: Unit, item: Item, partition: str, now: datetime, lease_seco
 
 
 async def lease_due(unit: Unit, partition: str, now: datetime, limit: int, lease_seconds: float,
-                    lease_id: str, **options: Any) -> list[dict[str, Any]]:
+                    lease_id: str, *, sharded: bool = False, **options: Any) -> list[dict[str, Any]]:
     """Take (see `take`) up to `limit` items of a due partition whose time has come, oldest
-    first, reading on past the ones other workers take meanwhile."""
+    first, reading on past the ones other workers take meanwhile. `sharded`: the partition is
+    spread over `keys.shards`; the oldest of each shard's first page are taken, and what
+    other workers took meanwhile is made up by the next call."""
     taken: list[dict[str, Any]] = []
-    start: dict[str, Any] | None = None
-    while len(taken) < limit:
-        items, start = await unit.table.query(
-            partition, index="gsi1", sk_to=keys.due(us(now) + 1),
-            limit=max(limit - len(taken), 10), start=start)
+    bound = keys.due(us(now) + 1)
+
+    async def take_all(items: list[Item]) -> None:
         at = 0
         while at < len(items) and len(taken) < limit:
             batch = items[at:at + limit - len(taken)]
@@ -101,9 +105,31 @@ async def lease_due(unit: Unit, partition: str, now: datetime, limit: int, lease
             found = await gather_bounded(
                 lambda i: take(unit, i, partition, now, lease_seconds, lease_id, **options), batch)
             taken.extend(t for t in found if t is not None)
+
+    if sharded:
+        pages = await gather_bounded(
+            lambda shard: unit.table.query(shard, index="gsi1", sk_to=bound, limit=max(limit, 10)),
+            keys.shards(partition))
+        await take_all(sorted((i for page, _ in pages for i in page),
+                              key=lambda i: i["gsi1sk"]["S"]))
+        return taken
+    start: dict[str, Any] | None = None
+    while len(taken) < limit:
+        items, start = await unit.table.query(
+            partition, index="gsi1", sk_to=bound, limit=max(limit - len(taken), 10), start=start)
+        await take_all(items)
         if start is None:
             break
     return taken
+
+
+async def oldest(unit: Unit, partition: str, before: int, limit: int) -> list[Item]:
+    """Up to `limit` items of `partition`'s shards listed before `before` (µs) in gsi1, oldest
+    first."""
+    pages = await gather_bounded(
+        lambda shard: unit.table.query(shard, index="gsi1", sk_to=keys.due(before), limit=limit),
+        keys.shards(partition))
+    return sorted((i for page, _ in pages for i in page), key=lambda i: i["gsi1sk"]["S"])[:limit]
 
 
 def update_expression(fields: Mapping[str, Any],
@@ -268,17 +294,15 @@ class DynamoQueue:
     async def claim(self, now: datetime, limit: int, lease_seconds: float,
                     lease_id: str) -> list[Claim]:
         taken = await lease_due(self._unit, keys.DUE_DELIVERIES, now, limit, lease_seconds,
-                                lease_id, **self._sending(now, lease_seconds))
+                                lease_id, sharded=True, **self._sending(now, lease_seconds))
         return await self._claims(taken, lease_id)
 
     async def overdue(self, before: datetime, limit: int) -> list[tuple[str, str, str]]:
         """(app_id, notification_id, delivery_id) of up to `limit` deliveries due before
         `before` and still not done, oldest first: on AWS, those whose queue message was lost
         (moved to the dead-letter queue, or never sent), to be queued again."""
-        items, _ = await self._unit.table.query(
-            keys.DUE_DELIVERIES, index="gsi1", sk_to=keys.due(us(before)), limit=limit)
         out = []
-        for item in items:
+        for item in await oldest(self._unit, keys.DUE_DELIVERIES, us(before), limit):
             ids = tuple(item.get(name, {}).get("S") for name in
                         ("app_id", "notification_id", "delivery_id"))
             if all(ids):
@@ -455,7 +479,7 @@ class DynamoQueue:
             "status": o.status.value, "updated_at": at, "error": o.error,
             "provider_message_id": o.provider_message_id, "due_at": due,
             "due_ms": ms(o.due_at if o.due_at is not None else o.at),
-            "gsi1pk": None if due is None else keys.DUE_DELIVERIES,
+            "gsi1pk": None if due is None else keys.sharded(keys.DUE_DELIVERIES, o.delivery_id),
             "gsi1sk": None if due is None else keys.due(due, o.delivery_id)}
         if o.status == DeliveryStatus.SENT and o.provider_message_id:
             fields["gsi2pk"] = keys.provider_message(d["app_id"], d["provider"],
