@@ -92,3 +92,23 @@ async def test_a_delivery_whose_notification_does_not_decode_leaves_the_batch_to
         claims, later = await tx.deliveries.claim_ids(ids, NOW + timedelta(seconds=1), 30, "l")
     assert sorted(c.message.title for c in claims if c.message) == ["u1", "u3"]
     assert not later and "does not decode" in caplog.text
+
+
+async def test_due_deliveries_spread_over_the_index_shards_and_are_all_claimed(store):
+    await seed_app(store)
+    made = [plan_notification(app(), Recipient(user_id=f"u{i}", email=f"u{i}@example.com"),
+                              Message(("email",), title=str(i)), NOW) for i in range(40)]
+    async with store.transaction() as tx:
+        await tx.notifications.add_many(made)
+    client = await store.table.client()
+    found = await client.scan(TableName=store.table.name, FilterExpression="begins_with(sk, :d)",
+                              ExpressionAttributeValues={":d": {"S": keys.delivery_sk("")}})
+    parts = {i["gsi1pk"]["S"] for i in found["Items"]}
+    assert len(found["Items"]) == 40 and len(parts) > 8
+    assert all(keys.in_shards(p, keys.DUE_DELIVERIES) for p in parts)
+    async with store.transaction() as tx:
+        claims = await tx.deliveries.claim(NOW + timedelta(seconds=1), 100, 30, "lease")
+    assert len(claims) == 40
+    async with store.reader() as tx:
+        overdue = await tx.deliveries.overdue(NOW + timedelta(hours=1), 25)
+    assert len(overdue) == 25  # leased ones are due again when their lease ends

@@ -58,3 +58,13 @@ def test_size_of_counts_names_and_utf8():
 @pytest.mark.parametrize("count", [0, 1, 100])
 def test_small_sets_make_one_piece(count):
     assert len(pieces([W("g") for _ in range(count)])) == (1 if count else 0)
+
+
+def test_shards_are_stable_and_recognised():
+    from tidings.adapters.store.dynamodb import keys
+
+    assert keys.sharded("DUE#D", "01J") == keys.sharded("DUE#D", "01J")
+    assert keys.sharded("DUE#D", "01J") in keys.shards("DUE#D")
+    assert len(set(keys.shards("DUE#D"))) == keys.SHARDS
+    assert keys.in_shards("DUE#D#07", "DUE#D") and not keys.in_shards("DUE#D", "DUE#D")
+    assert not keys.in_shards("DUE#D#07#x", "DUE#D") and not keys.in_shards(None, "DUE#D")
