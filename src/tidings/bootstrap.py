@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -158,7 +159,8 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
                             batch_size=settings.worker_batch_size,
                             lease_seconds=settings.worker_lease_seconds,
                             poll_interval=settings.worker_poll_interval, events=events,
-                            lanes=settings.worker_lanes, housekeeping=(streams.purge,))
+                            lanes=settings.worker_lanes,
+                            housekeeping=(*_store_chores(store), streams.purge))
     event_dispatcher = EventDispatcher(
         store, clock, apps, box, webhook_sender or AiohttpWebhookSender(ProviderOptions(
             timeout=settings.provider_timeout_seconds,
@@ -181,3 +183,10 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
                               poll_interval=settings.worker_poll_interval),
         providers=providers, dispatcher=dispatcher,
     )
+
+
+def _store_chores(store: Store) -> tuple[Callable[[], Awaitable[object]], ...]:
+    """A store's own housekeeping: DynamoDB finishes the large units of work whose writer
+    died midway (its `recover`); a store whose transactions are atomic has none."""
+    recover = getattr(store, "recover", None)
+    return (recover,) if recover is not None else ()

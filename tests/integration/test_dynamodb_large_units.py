@@ -1,6 +1,6 @@
 """DynamoDB units of work larger than one transaction (a send to many users, read-all of a
-long inbox): cut off between two transactions, each recipient is written whole or not at all,
-the counts agree with the inbox, and the unit is not recorded as done."""
+long inbox): each recipient is written whole or not at all, the counts agree with the inbox,
+and a send cut off midway is finished from its journal."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.contract.test_store import app, seed_app
-from tidings.adapters.store.dynamodb import keys
+from tidings.adapters.store.dynamodb import journal, keys
 from tidings.domain.errors import StoreConflict
 from tidings.domain.idempotency import IdempotencyRecord
 from tidings.domain.notifications import Message
@@ -30,20 +30,23 @@ class Cut(Exception):
 
 
 async def transactions(store, monkeypatch, fail_at: int | None = None,
-                       between=None) -> list[list[dict]]:
-    """Record each TransactWriteItems; the `fail_at`th (from 1) raises, as a process that
-    died there; `between(n)` runs after the nth."""
+                       before=None) -> list[list[dict]]:
+    """Record each TransactWriteItems; the `fail_at`th (from 1) raises, as a writer that died
+    there; `before(n)` runs before the nth."""
     client = await store.table.client()
     real = client.transact_write_items
     seen: list[list[dict]] = []
+    calls = 0
 
     async def recorded(**kwargs):
-        if fail_at is not None and len(seen) + 1 == fail_at:
+        nonlocal calls
+        calls += 1
+        if before is not None:
+            await before(calls)
+        if fail_at is not None and calls == fail_at:
             raise Cut
         answer = await real(**kwargs)
         seen.append(kwargs["TransactItems"])
-        if between is not None:
-            await between(len(seen))
         return answer
 
     monkeypatch.setattr(client, "transact_write_items", recorded)
@@ -74,38 +77,64 @@ async def state(store, user_id: str) -> tuple[int, int, int]:
     return len(inbox), unread, len(events)
 
 
-async def test_a_large_send_commits_each_recipient_whole_in_one_transaction(store, monkeypatch):
+async def journals(store) -> list[dict]:
+    client = await store.table.client()
+    answer = await client.scan(TableName=store.table.name, FilterExpression="begins_with(pk, :j)",
+                               ExpressionAttributeValues={":j": {"S": "JOURNAL#"}})
+    return answer["Items"]
+
+
+async def test_a_large_send_opens_a_journal_then_commits_each_recipient_whole(
+        store, monkeypatch):
     await seed_app(store)
     seen = await transactions(store, monkeypatch)
     made = await send(store)
-    assert len(seen) > 1 and all(len(t) <= 100 for t in seen)
+    assert len(seen) > 2 and all(len(t) <= 100 for t in seen)
+    # The first transaction: the journal and the idempotency record, no recipient.
+    assert {_pk(a).split("#")[0] for a in seen[0]} == {"JOURNAL", "IDEM"}
     for n in made:
         mine = {keys.user("acme", n.user_id), keys.notification("acme", n.id),
                 keys.stream("acme", n.user_id)}
-        holding = [i for i, t in enumerate(seen)
-                   if any(_pk(action) in mine for action in t)]
-        assert len(holding) == 1, n.user_id
-    # The idempotency record is in the last one.
-    assert any(_pk(a) == keys.idempotency("acme", "send-1") for a in seen[-1])
+        holding = [i for i, t in enumerate(seen) if any(_pk(a) in mine for a in t)]
+        assert len(holding) == 1 and holding[0] > 0, n.user_id
     for u in USERS:
         assert await state(store, u) == (1, 1, 1)
+    assert await journals(store) == []
 
 
 @pytest.mark.parametrize("fail_at", [2, 3])
-async def test_a_send_cut_off_between_transactions_leaves_whole_recipients_and_no_record(
+async def test_a_send_cut_off_midway_is_finished_by_recovery_once_its_lease_ends(
         store, monkeypatch, fail_at):
     await seed_app(store)
     await transactions(store, monkeypatch, fail_at=fail_at)
     with pytest.raises(Cut):
         await send(store)
+    monkeypatch.undo()
     states = [await state(store, u) for u in USERS]
-    assert set(states) == {(1, 1, 1), (0, 0, 0)}
-    assert 0 < states.count((1, 1, 1)) < len(USERS)
+    assert set(states) <= {(1, 1, 1), (0, 0, 0)} and states.count((0, 0, 0)) > 0
+    async with store.reader() as tx:  # a retry of the request is answered as done
+        assert await tx.idempotency.get("acme", "send-1") is not None
+    # While its writer's lease holds, nobody else touches the unit.
+    assert await journal.recover(store.table) == 0
+    assert [await state(store, u) for u in USERS] == states
+    assert await journal.recover(store.table, datetime.now(UTC) + journal.LEASE * 2) == 1
+    assert {await state(store, u) for u in USERS} == {(1, 1, 1)}
+    assert await journals(store) == []
+    assert await journal.recover(store.table, datetime.now(UTC) + journal.LEASE * 2) == 0
+
+
+async def test_a_send_cut_off_before_its_journal_commits_writes_nothing(store, monkeypatch):
+    await seed_app(store)
+    await transactions(store, monkeypatch, fail_at=1)
+    with pytest.raises(Cut):
+        await send(store)
+    assert {await state(store, u) for u in USERS} == {(0, 0, 0)}
+    assert await journals(store) == []
     async with store.reader() as tx:
         assert await tx.idempotency.get("acme", "send-1") is None
 
 
-async def test_a_send_whose_key_a_twin_takes_midway_stops_at_its_next_transaction(
+async def test_a_send_whose_key_a_twin_took_fails_whole_at_its_first_transaction(
         store, monkeypatch):
     await seed_app(store)
 
@@ -114,13 +143,31 @@ async def test_a_send_whose_key_a_twin_takes_midway_stops_at_its_next_transactio
             async with store.transaction() as tx:
                 await tx.idempotency.put(record())
 
-    seen = await transactions(store, monkeypatch, between=twin)
+    seen = await transactions(store, monkeypatch, before=twin)
     with pytest.raises(StoreConflict):
         await send(store)
-    # The twin's own transaction and the send's first: the second saw the key taken.
-    assert len(seen) == 2
-    written = sum([(await state(store, u))[0] for u in USERS])
-    assert 0 < written < len(USERS)
+    assert len(seen) == 1  # the twin's
+    assert {await state(store, u) for u in USERS} == {(0, 0, 0)}
+    assert await journals(store) == []
+
+
+async def test_a_recovery_that_meets_the_writer_still_at_it_commits_each_piece_once(
+        store, monkeypatch):
+    """The writer outlived its lease (it was paused): a recovery took the journal over. Each
+    piece is committed by one of them only (the head's `done` decides), and the writer stops."""
+    await seed_app(store)
+    taken = []
+
+    async def recovery(n: int) -> None:
+        if n == 3 and not taken:  # the writer committed the journal and its first piece
+            taken.append(await journal.recover(store.table,
+                                               datetime.now(UTC) + journal.LEASE * 2))
+
+    await transactions(store, monkeypatch, before=recovery)
+    with pytest.raises(StoreConflict, match="taken over"):
+        await send(store)
+    assert taken == [1]
+    assert {await state(store, u) for u in USERS} == {(1, 1, 1)}
 
 
 async def test_read_all_of_a_long_inbox_keeps_the_counts_with_the_items_when_cut_off(
@@ -149,3 +196,17 @@ async def test_read_all_of_a_long_inbox_keeps_the_counts_with_the_items_when_cut
 def _pk(action: dict) -> str:
     (request,) = action.values()
     return (request.get("Item") or request["Key"])["pk"]["S"]
+
+
+async def test_the_workers_housekeeping_finishes_a_left_unit(store, container, monkeypatch):
+    """`tidings worker` and the AWS scheduler run the dispatcher's housekeeping: with the
+    DynamoDB store it finishes journals whose lease ended (here at once)."""
+    monkeypatch.setattr(journal, "LEASE", timedelta(0))
+    await seed_app(store)
+    await transactions(store, monkeypatch, fail_at=2)
+    with pytest.raises(Cut):
+        await send(store)
+    monkeypatch.undo()  # the table works again
+    monkeypatch.setattr(journal, "LEASE", timedelta(0))
+    await container.dispatcher.housekeeping()
+    assert {await state(store, u) for u in USERS} == {(1, 1, 1)}

@@ -13,7 +13,7 @@ from typing import Any
 from ....domain.notifications import CHANNEL_BITS
 from ....domain.stream import StreamEvent
 from . import keys
-from .codec import decode, dumps, encode, us
+from .codec import at_us, decode, dumps, encode, us
 from .unit import Unit
 
 CHANNEL_ATTRIBUTES = {bit: f"unread_{channel.value}" for channel, bit in CHANNEL_BITS.items()}
@@ -83,6 +83,26 @@ class Counters:
         self._changes[(app_id, user_id)].events.append(event)
         return event
 
+    def snapshot(self, groups: frozenset[str]) -> dict[str, Any]:
+        """What this unit does to the counters of `groups`, as plain data (journal.py): the
+        changes, not the values, which are read again when they are written."""
+        return {"retention": self._retention, "changes": [
+            {"app": app, "user": user, "deltas": change.deltas, "zero": change.zero,
+             "events": [[e.type, e.data, us(e.at)] for e in change.events]}
+            for (app, user), change in sorted(self._changes.items())
+            if keys.user(app, user) in groups]}
+
+    @staticmethod
+    def restore(unit: Unit, snapshot: dict[str, Any]) -> None:
+        """Make `snapshot`'s changes the unit's (a journal's piece done again)."""
+        counters = counters_of(unit, int(snapshot["retention"]))
+        for c in snapshot["changes"]:
+            change = counters._changes[(c["app"], c["user"])]
+            change.deltas = {name: int(c["deltas"].get(name, 0)) for name in COUNT_ATTRIBUTES}
+            change.zero = bool(c["zero"])
+            change.events = [StreamEvent(c["app"], c["user"], 0, type_, data, _at(at))
+                             for type_, data, at in c["events"]]
+
     async def _write(self, unit: Unit, groups: frozenset[str] | None) -> None:
         ordered = [k for k in sorted(self._changes)
                    if groups is None or keys.user(*k) in groups]
@@ -132,4 +152,10 @@ def counters_of(unit: Unit, retention_seconds: int = 7 * 24 * 3600) -> Counters:
     found = unit.shared.get("counters")
     if not isinstance(found, Counters):
         found = unit.shared["counters"] = Counters(unit, retention_seconds)
+    return found
+
+
+def _at(value: int) -> datetime:
+    found = at_us(value)
+    assert found is not None
     return found

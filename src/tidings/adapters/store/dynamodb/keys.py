@@ -194,6 +194,12 @@ DUE_EVENTS = "DUE#E"
 DONE_EVENTS = "DONE#E"
 # Idempotency records by expiry (gsi1sk = due(expires, scope, key)): what `purge` forgets.
 EXPIRING_IDEMPOTENCY = "EXP#I"
+# Journals of large units by the end of their writer's lease (journal.py).
+JOURNALS = "DUE#J"
+
+
+def journal(journal_id: str) -> str:
+    return f"JOURNAL#{journal_id}"
 
 
 def due(at_us: int, *rest: str) -> str:

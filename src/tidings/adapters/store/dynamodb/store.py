@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from . import journal
 from .apps import DynamoApps, DynamoKeys
 from .broadcasts import DynamoBroadcasts
 from .devices import DynamoDevices
@@ -19,6 +21,8 @@ from .table import Table, parse_url
 from .topics import DynamoTopics
 from .unit import Unit
 from .users import DynamoUsers
+
+log = logging.getLogger("tidings.store.dynamodb")
 
 
 class DynamoTx:
@@ -68,6 +72,14 @@ class DynamoStore:
 
     async def ping(self) -> None:
         await self.table.check()
+
+    async def recover(self) -> int:
+        """Finish the large units whose writer died midway (journal.py); a housekeeping chore
+        of the worker and the AWS scheduler."""
+        finished = await journal.recover(self.table)
+        if finished:
+            log.warning("finished %d large unit(s) of work that their writer left midway", finished)
+        return finished
 
     async def close(self) -> None:
         await self.table.close()

@@ -156,12 +156,16 @@ class Unit:
     async def commit(self) -> None:
         if not self._writes and not self._hooks:
             return
+        from . import journal  # which builds on this module
+
         client = await self.table.client()
         await self._run_hooks(None)
         writes = list(self._writes.values())
         if fits_one(writes):
             # The usual unit: everything in one transaction, made again while counters move.
             await self._transact_optimistic(client, [w for w in writes if not w.optimistic], None)
+        elif await journal.commit(self, client, writes):
+            pass  # every piece committed, or left to finish to whoever recovers the journal
         else:
             # The conditions of the writes that commit last are checked in every transaction
             # before: a unit that will fail at the end (its idempotency key taken, its lease
@@ -176,6 +180,27 @@ class Unit:
                     frozenset(w.group for w in piece if w.optimistic and w.group is not None))
         for callback in self._after:
             callback()
+
+    def snapshot(self, groups: frozenset[str]) -> list[Any] | None:
+        """What the commit hooks would write for `groups`, as plain data (journal.py); None
+        when a hook cannot say."""
+        found = []
+        for hook in self._hooks:
+            owner = getattr(hook, "__self__", None)
+            snapshot = getattr(owner, "snapshot", None)
+            if snapshot is None:
+                return None
+            found.append(snapshot(groups))
+        return found
+
+    async def transact(self, client: Any, plain: list[Write],
+                       groups: frozenset[str] | None) -> None:
+        """Commit `plain` with the optimistic writes of `groups` (None: all) in one
+        transaction, the hooks having run (see `_transact_optimistic`)."""
+        await self._transact_optimistic(client, plain, groups)
+
+    async def run_hooks(self) -> None:
+        await self._run_hooks(None)
 
     async def _transact_optimistic(self, client: Any, plain: list[Write],
                                    groups: frozenset[str] | None) -> None:
