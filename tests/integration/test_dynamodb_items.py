@@ -101,8 +101,9 @@ async def test_due_deliveries_spread_over_the_index_shards_and_are_all_claimed(s
     async with store.transaction() as tx:
         await tx.notifications.add_many(made)
     client = await store.table.client()
-    found = await client.scan(TableName=store.table.name, FilterExpression="begins_with(sk, :d)",
-                              ExpressionAttributeValues={":d": {"S": keys.delivery_sk("")}})
+    found = await client.scan(
+        TableName=store.table.name, FilterExpression="begins_with(sk, :d) AND begins_with(pk, :a)",
+        ExpressionAttributeValues={":d": {"S": keys.delivery_sk("")}, ":a": {"S": "A#"}})
     parts = {i["gsi1pk"]["S"] for i in found["Items"]}
     assert len(found["Items"]) == 40 and len(parts) > 8
     assert all(keys.in_shards(p, keys.DUE_DELIVERIES) for p in parts)

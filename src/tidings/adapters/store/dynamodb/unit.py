@@ -35,6 +35,8 @@ from .table import Table, key
 Hook = Callable[["Unit", "frozenset[str] | None"], Awaitable[None]]
 # Enough for a burst of writers on one user's counters; each round rereads them.
 OPTIMISTIC_ROUNDS = 12
+# Transactions of one unit in flight at once.
+PIECES_AT_ONCE = 8
 
 
 class ReadOnly(RuntimeError):
@@ -66,6 +68,8 @@ class Unit:
     table: Table
     writable: bool
     _writes: dict[tuple[str, str], Write] = field(default_factory=dict)
+    # The optimistic ones among them (a few a recipient), found without reading all.
+    _optimistic: dict[tuple[str, str], Write] = field(default_factory=dict)
     _hooks: list[Hook] = field(default_factory=list)
     _after: list[Callable[[], None]] = field(default_factory=list)
     # What the repositories of this unit share (the counters' changes, by name).
@@ -150,6 +154,8 @@ class Unit:
                     write.request[name] = earlier.request[name]
             write.conflict = write.conflict or earlier.conflict
         self._writes[(pk, sk)] = write
+        if write.optimistic:
+            self._optimistic[(pk, sk)] = write
 
     # Commit -------------------------------------------------------------------------------
 
@@ -173,11 +179,15 @@ class Unit:
             guards = [_guard(w) for w in writes if w.last and not w.optimistic
                       and "ConditionExpression" in w.request]
             cut = pieces(writes, reserve=len(guards))
-            for n, piece in enumerate(cut):
-                plain = [w for w in piece if not w.optimistic]
+
+            async def one(piece: list[Write], checks: list[Write]) -> None:
                 await self._transact_optimistic(
-                    client, plain + (guards if n < len(cut) - 1 else []),
+                    client, [w for w in piece if not w.optimistic] + checks,
                     frozenset(w.group for w in piece if w.optimistic and w.group is not None))
+
+            # The pieces touch different items: all but the last at once, then the last.
+            await _at_most(PIECES_AT_ONCE, [one(piece, guards) for piece in cut[:-1]])
+            await one(cut[-1], [])
         for callback in self._after:
             callback()
 
@@ -207,8 +217,7 @@ class Unit:
         """Commit `plain` with the optimistic writes of `groups` (None: all), making those
         again from fresh reads until nobody moved their items in between."""
         for attempt in range(OPTIMISTIC_ROUNDS):
-            writes = [w for w in self._writes.values()
-                      if w.optimistic and (groups is None or w.group in groups)]
+            writes = [w for w in self._optimistic.values() if groups is None or w.group in groups]
             try:
                 await self._transact(client, plain + writes, optimistic_retry=True)
                 return
@@ -218,12 +227,12 @@ class Unit:
         raise StoreConflict("too many concurrent changes to the same counters; try again")
 
     async def _run_hooks(self, groups: frozenset[str] | None) -> list[Write]:
-        for k in [k for k, w in self._writes.items()
-                  if w.optimistic and (groups is None or w.group in groups)]:
+        for k in [k for k, w in self._optimistic.items() if groups is None or w.group in groups]:
             del self._writes[k]
+            del self._optimistic[k]
         for hook in self._hooks:
             await hook(self, groups)
-        return [w for w in self._writes.values() if w.optimistic]
+        return list(self._optimistic.values())
 
     async def _transact(self, client: Any, writes: list[Write], *,
                         optimistic_retry: bool = False) -> None:
@@ -251,6 +260,16 @@ class Unit:
                 pass
             await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))
         raise StoreConflict("the table was too busy with the same items; try again")
+
+
+async def _at_most(limit: int, calls: list[Awaitable[None]]) -> None:
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[None]) -> None:
+        async with gate:
+            await call
+
+    await asyncio.gather(*map(one, calls))
 
 
 def _guard(write: Write) -> Write:
