@@ -48,6 +48,13 @@ class Outgoing:
     delivery_id: str
 
 
+def message(app_id: str, notification_id: str, delivery_id: str, delay: int = 0) -> Outgoing:
+    """The queue message of a delivery: its ids, which the worker reads it by."""
+    body = orjson.dumps({"app_id": app_id, "notification_id": notification_id,
+                         "delivery_id": delivery_id}).decode()
+    return Outgoing(body, delay, delivery_id)
+
+
 def _text(image: dict[str, dict[str, Any]], name: str) -> str | None:
     value = image.get(name, {}).get("S")
     return value if isinstance(value, str) and value else None
@@ -61,8 +68,9 @@ def outgoing(record: events.StreamRecord, now_ms: int) -> Outgoing | None:
     sk = _text(record.keys, "sk") or _text(image, "sk")
     if sk is None or not sk.startswith(DELIVERY_PREFIX) or _text(image, "status") != "pending":
         return None
-    ids = {name: _text(image, name) for name in ("app_id", "notification_id", "delivery_id")}
-    if None in ids.values():
+    app_id, notification_id, delivery_id = (
+        _text(image, name) for name in ("app_id", "notification_id", "delivery_id"))
+    if app_id is None or notification_id is None or delivery_id is None:
         log.error("a delivery item without its ids was inserted (record %s); not queued",
                   record.event_id)
         return None
@@ -72,7 +80,7 @@ def outgoing(record: events.StreamRecord, now_ms: int) -> Outgoing | None:
     except ValueError:
         wait_ms = 0
     delay = min(MAX_DELAY_SECONDS, max(0, math.ceil(wait_ms / 1000)))
-    return Outgoing(orjson.dumps(ids).decode(), delay, str(ids["delivery_id"]))
+    return message(app_id, notification_id, delivery_id, delay)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -90,20 +98,23 @@ async def forward(rt: Runtime, records: Sequence[events.StreamRecord]) -> dict[s
     now_ms = int(rt.clock.now().timestamp() * 1000)
     messages = [m for m in (outgoing(r, now_ms) for r in records) if m is not None]
     if messages:
-        sqs = await rt.sqs()
-        queue_url = rt.queue_url()
-        calls = asyncio.Semaphore(CALLS_AT_ONCE)
-
-        async def send(chunk: Sequence[Outgoing]) -> None:
-            async with calls:
-                await _send_batch(sqs, queue_url, chunk)
-
-        await asyncio.gather(*(send(messages[i:i + BATCH])
-                               for i in range(0, len(messages), BATCH)))
+        await send_all(await rt.sqs(), rt.queue_url(), messages)
     summary = {"records": len(records), "queued": len(messages),
                "skipped": len(records) - len(messages)}
     log.info("forwarded %d new deliveries to the queue", len(messages), extra={"fields": summary})
     return summary
+
+
+async def send_all(sqs: Any, queue_url: str, messages: Sequence[Outgoing]) -> None:
+    """Send `messages` in batches of BATCH, CALLS_AT_ONCE batches at a time; NotQueued when
+    SQS refused some twice."""
+    calls = asyncio.Semaphore(CALLS_AT_ONCE)
+
+    async def send(chunk: Sequence[Outgoing]) -> None:
+        async with calls:
+            await _send_batch(sqs, queue_url, chunk)
+
+    await asyncio.gather(*(send(messages[i:i + BATCH]) for i in range(0, len(messages), BATCH)))
 
 
 async def _send_batch(sqs: Any, queue_url: str, chunk: Sequence[Outgoing]) -> None:

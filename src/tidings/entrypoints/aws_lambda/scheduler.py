@@ -23,8 +23,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from . import events, outbox, runtime
 
 if TYPE_CHECKING:
@@ -131,12 +129,8 @@ async def requeue(rt: Runtime) -> int:
         ids = await overdue(before, REQUEUE_LIMIT)
     if not ids:
         return 0
-    sqs = await rt.sqs()
-    messages = [outbox.Outgoing(orjson.dumps({"app_id": a, "notification_id": n,
-                                              "delivery_id": d}).decode(), 0, d)
-                for a, n, d in ids]
-    for start in range(0, len(messages), outbox.BATCH):
-        await outbox._send_batch(sqs, rt.queue_url(), messages[start:start + outbox.BATCH])
+    await outbox.send_all(await rt.sqs(), rt.queue_url(),
+                          [outbox.message(a, n, d) for a, n, d in ids])
     log.warning("queued again %d deliveries overdue by more than %s", len(ids), OVERDUE)
     return len(ids)
 
