@@ -97,7 +97,8 @@ async def test_a_delivery_whose_notification_does_not_decode_leaves_the_batch_to
 async def test_due_deliveries_spread_over_the_index_shards_and_are_all_claimed(store):
     await seed_app(store)
     made = [plan_notification(app(), Recipient(user_id=f"u{i}", email=f"u{i}@example.com"),
-                              Message(("email",), title=str(i)), NOW) for i in range(40)]
+                              Message(("email",), title=str(i)), NOW + timedelta(milliseconds=i))
+            for i in range(40)]
     async with store.transaction() as tx:
         await tx.notifications.add_many(made)
     client = await store.table.client()
@@ -107,9 +108,13 @@ async def test_due_deliveries_spread_over_the_index_shards_and_are_all_claimed(s
     parts = {i["gsi1pk"]["S"] for i in found["Items"]}
     assert len(found["Items"]) == 40 and len(parts) > 8
     assert all(keys.in_shards(p, keys.DUE_DELIVERIES) for p in parts)
+    # The oldest first across the shards.
+    async with store.transaction() as tx:
+        first = await tx.deliveries.claim(NOW + timedelta(seconds=1), 10, 30, "lease")
+    assert [c.message.title for c in first if c.message] == [str(i) for i in range(10)]
     async with store.transaction() as tx:
         claims = await tx.deliveries.claim(NOW + timedelta(seconds=1), 100, 30, "lease")
-    assert len(claims) == 40
+    assert len(claims) == 30
     async with store.reader() as tx:
         overdue = await tx.deliveries.overdue(NOW + timedelta(hours=1), 25)
     assert len(overdue) == 25  # leased ones are due again when their lease ends

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from tidings.adapters.store.dynamodb.pieces import MAX_BYTES, MAX_ITEMS, fits_one, pieces, size_of
+from tidings.adapters.store.dynamodb.pieces import (
+    MAX_BYTES,
+    MAX_ITEMS,
+    TooLarge,
+    fits_one,
+    pieces,
+    size_of,
+)
 
 
 @dataclass
@@ -43,6 +50,24 @@ def test_a_group_larger_than_a_transaction_is_split_with_its_optimistic_writes_l
     assert cut[-1][-1].optimistic and not any(w.optimistic for p in cut[:-1] for w in p)
 
 
+def test_a_split_group_keeps_its_optimistic_writes_together_in_one_piece():
+    """A user with many notifications in one unit (a group commit of sends to one user): its
+    plain writes may spread over transactions, but its counter and stream events, made again
+    together on a moved counter, never straddle two."""
+    big = [W("u1") for _ in range(98)] + [W("u1", optimistic=True) for _ in range(31)]
+    cut = pieces(big, reserve=1)
+    holding = [i for i, p in enumerate(cut) if any(w.optimistic for w in p)]
+    assert len(holding) == 1 and sum(w.optimistic for w in cut[holding[0]]) == 31
+    assert all(len(p) <= MAX_ITEMS - 1 for p in cut)
+
+
+def test_what_cannot_be_cut_is_refused_before_anything_is_written():
+    with pytest.raises(TooLarge):
+        pieces([W("u1", optimistic=True) for _ in range(101)])
+    with pytest.raises(TooLarge):
+        pieces([W("x", last=True) for _ in range(100)], reserve=1)
+
+
 def test_bytes_cut_as_well_as_counts():
     writes = [W(f"u{u}", size=300_000) for u in range(30)]
     cut = pieces(writes)
@@ -65,7 +90,9 @@ def test_small_sets_make_one_piece(count):
 def test_shards_are_stable_and_recognised():
     from tidings.adapters.store.dynamodb import keys
 
-    assert keys.sharded("DUE#D", "01J") == keys.sharded("DUE#D", "01J")
+    # A CRC, not Python's hash(): the same shard in every process (PYTHONHASHSEED differs).
+    assert keys.sharded("DUE#D", "01J") == "DUE#D#14"
+    assert {keys.sharded("DUE#D", str(i)) for i in range(200)} == set(keys.shards("DUE#D"))
     assert keys.sharded("DUE#D", "01J") in keys.shards("DUE#D")
     assert len(set(keys.shards("DUE#D"))) == keys.SHARDS
     assert keys.in_shards("DUE#D#07", "DUE#D") and not keys.in_shards("DUE#D", "DUE#D")

@@ -52,6 +52,8 @@ CONCURRENCY = 16
 # Read-all marks this many inbox items a transaction (of 100 actions; the counter item and
 # the unit's stream and app events take the rest).
 MARK_PIECE = 90
+# Pages of one shard the scheduler reads looking for due notifications nobody leased.
+DUE_PAGES = 8
 # After this sort key no inbox key comes: ids are ULIDs (0-9, A-Z).
 _INBOX_END = keys.inbox_sk("~")
 _DELIVERIES = keys.delivery_sk("")
@@ -381,6 +383,8 @@ class DynamoNotifications:
             conditions.append("#id <> :before")
             values[":before"] = {"S": before_id}
             names["#id"] = "id"
+        if not self._u.writable:
+            raise ReadOnly("this is a read-only unit of work")
         done = self._read()
         count = 0
         todo = [item async for item in self._u.table.query_all(
@@ -444,11 +448,22 @@ class DynamoNotifications:
                 return None  # fired, canceled or taken meanwhile
             return notification_of(answer["Attributes"])
 
+        async def unleased(shard: str) -> list[Item]:
+            # The filter applies after the Limit: read on past leased ones (a few pages).
+            items: list[Item] = []
+            start: dict[str, Any] | None = None
+            for _ in range(DUE_PAGES):
+                page, start = await self._u.table.query(
+                    shard, index="gsi2", sk_to=keys.due(now_us, "~"), limit=max(limit, 25),
+                    start=start, filter=_UNLEASED, values=values)
+                items += page
+                if len(items) >= limit or start is None:
+                    break
+            return items
+
         # The oldest due of every shard, then the oldest of those first.
-        pages = await gather_bounded(lambda shard: self._u.table.query(
-            shard, index="gsi2", sk_to=keys.due(now_us, "~"), limit=max(limit, 25),
-            filter=_UNLEASED, values=values), keys.shards(keys.DUE_SCHEDULED))
-        found = sorted((i for page, _ in pages for i in page), key=lambda i: i["gsi2sk"]["S"])
+        pages = await gather_bounded(unleased, keys.shards(keys.DUE_SCHEDULED))
+        found = sorted((i for page in pages for i in page), key=lambda i: i["gsi2sk"]["S"])
         taken: list[Notification] = []
         at = 0
         while at < len(found) and len(taken) < limit:

@@ -40,6 +40,11 @@ class Sized(Protocol):
 W = TypeVar("W", bound=Sized)
 
 
+class TooLarge(Exception):
+    """A unit that cannot be cut into transactions (too many writes that must commit
+    together): the caller commits less at once."""
+
+
 def size_of(value: Any) -> int:
     """An upper bound of what DynamoDB counts for `value` (an item or a request in the wire
     format): its length as JSON, which holds every name and value (strings as UTF-8, a binary
@@ -61,6 +66,8 @@ def pieces(writes: Iterable[W], reserve: int = 0) -> list[list[W]]:
     """The writes cut into transactions: groups whole (see the module), in the order of their
     first write, and `last` writes in the last transaction; `reserve` actions of each
     transaction are left free (for the checks unit.py adds)."""
+    if reserve >= MAX_ITEMS:
+        raise TooLarge(f"{reserve} checks leave no room in a transaction")
     groups: dict[str | None, list[W]] = {}
     last: list[W] = []
     for w in writes:
@@ -75,16 +82,26 @@ def pieces(writes: Iterable[W], reserve: int = 0) -> list[list[W]]:
         if cut.fits(members):
             cut.add(members)
             continue
-        # Larger than a transaction: plain writes first, the optimistic ones last.
-        for w in sorted(members, key=lambda w: w.optimistic):
-            if not cut.fits([w]):
+        # Larger than a transaction: its plain writes fill transactions one by one, then its
+        # optimistic ones go together into one (they are made again together, unit.py).
+        for w in members:
+            if not w.optimistic:
+                if not cut.fits([w]):
+                    cut.next()
+                cut.add([w])
+        block = [w for w in members if w.optimistic]
+        if block:
+            if not cut.fits(block):
                 cut.next()
-            cut.add([w])
+            if not cut.fits(block):
+                raise TooLarge(f"{len(block)} counter and stream writes of one user exceed "
+                               "one transaction")
+            cut.add(block)
     if last:
         if not cut.fits(last):
             cut.next()
         if not cut.fits(last):
-            raise RuntimeError(f"{len(last)} writes that must commit last exceed one transaction")
+            raise TooLarge(f"{len(last)} writes that must commit last exceed one transaction")
         cut.add(last)
     return [p for p in cut.done if p]
 
@@ -111,4 +128,4 @@ class _Cut(Generic[W]):
             self.count = self.bytes = 0
 
 
-__all__ = ["MAX_BYTES", "MAX_ITEMS", "MAX_ITEM_BYTES", "fits_one", "pieces", "size_of"]
+__all__ = ["MAX_BYTES", "MAX_ITEMS", "MAX_ITEM_BYTES", "TooLarge", "fits_one", "pieces", "size_of"]

@@ -45,6 +45,11 @@ class DynamoTx:
 
 
 class DynamoStore:
+    # Concurrent sends committed as one unit (the service's group commit). On DynamoDB a
+    # unit gains nothing from more (it is cut into transactions of 100 writes anyway), and
+    # each request's idempotency record commits in the unit's first transaction.
+    group_commit_limit = 32
+
     def __init__(self, url: str, *, pool_size: int = 10, client: Any = None,
                  create_table: bool = False, stream: bool = True, **_: Any) -> None:
         """`create_table`: make the table on `migrate` when missing (DynamoDB Local, tests),

@@ -9,12 +9,12 @@ somebody did (the transaction is cancelled on that condition alone), the hook ru
 fresh values and the transaction is retried. Nothing else in the unit depends on those values
 but what the hook itself writes.
 
-A unit larger than one transaction (100 writes, 4 MB) commits in consecutive transactions cut
-by pieces.py: each recipient's writes (notification, deliveries, counter, stream events) whole
-in one of them, and the writes that mark the unit done (`last`: an idempotency record, a
-broadcast's cursor) in the last. Each transaction is atomic, the whole is not: a unit cut off
-between two leaves whole recipients written and is not marked done. The writers of such units
-(a broadcast batch, a large send) are retried; see docs/dynamodb.md for what a retry does."""
+A unit larger than one transaction (100 writes, 4 MB) commits in several, cut by pieces.py:
+each recipient's writes (notification, deliveries, counter, stream events) whole in one of
+them. A send is journaled (journal.py): its first transaction decides, and whoever finds it
+unfinished finishes it. Other large units (a broadcast batch, a read-all, a delete) commit the
+writes that mark them done (`last`: a broadcast's cursor) in their last transaction, and a
+unit cut off midway is done again by its caller (docs/dynamodb.md, "Large units")."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from typing import Any
 
 from ....domain.errors import StoreConflict
 from .codec import Item
-from .pieces import fits_one, pieces, size_of
+from .pieces import TooLarge, fits_one, pieces, size_of
 from .table import Table, key
 
 # A hook writes the optimistic items of the groups named (None: of every group it has).
@@ -167,10 +167,21 @@ class Unit:
         client = await self.table.client()
         await self._run_hooks(None)
         writes = list(self._writes.values())
+        try:
+            await self._commit(client, writes, journal.commit)
+        except TooLarge as exc:
+            # Before anything is written: a caller that batches (the group commit of sends)
+            # then commits its requests apart.
+            raise StoreConflict(f"too much for one unit of work on DynamoDB ({exc})") from exc
+        for callback in self._after:
+            callback()
+
+    async def _commit(self, client: Any, writes: list[Write],
+                      journaled: Callable[[Unit, Any, list[Write]], Awaitable[bool]]) -> None:
         if fits_one(writes):
             # The usual unit: everything in one transaction, made again while counters move.
             await self._transact_optimistic(client, [w for w in writes if not w.optimistic], None)
-        elif await journal.commit(self, client, writes):
+        elif await journaled(self, client, writes):
             pass  # every piece committed, or left to finish to whoever recovers the journal
         else:
             # The conditions of the writes that commit last are checked in every transaction
@@ -186,10 +197,8 @@ class Unit:
                     frozenset(w.group for w in piece if w.optimistic and w.group is not None))
 
             # The pieces touch different items: all but the last at once, then the last.
-            await _at_most(PIECES_AT_ONCE, [one(piece, guards) for piece in cut[:-1]])
+            await at_most(PIECES_AT_ONCE, [one(piece, guards) for piece in cut[:-1]])
             await one(cut[-1], [])
-        for callback in self._after:
-            callback()
 
     def snapshot(self, groups: frozenset[str]) -> list[Any] | None:
         """What the commit hooks would write for `groups`, as plain data (journal.py); None
@@ -262,14 +271,24 @@ class Unit:
         raise StoreConflict("the table was too busy with the same items; try again")
 
 
-async def _at_most(limit: int, calls: list[Awaitable[None]]) -> None:
+async def at_most(limit: int, calls: list[Awaitable[None]]) -> None:
+    """Await `calls`, `limit` at a time, every one to its end (none is left running), then
+    raise the first error."""
+    errors = await settle(limit, calls)
+    if errors:
+        raise errors[0]
+
+
+async def settle(limit: int, calls: list[Awaitable[None]]) -> list[BaseException]:
+    """Await `calls`, `limit` at a time, every one to its end; the errors they raised."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Awaitable[None]) -> None:
         async with gate:
             await call
 
-    await asyncio.gather(*map(one, calls))
+    done = await asyncio.gather(*map(one, calls), return_exceptions=True)
+    return [d for d in done if isinstance(d, BaseException)]
 
 
 def _guard(write: Write) -> Write:
