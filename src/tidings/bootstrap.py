@@ -147,8 +147,11 @@ def build(settings: Settings | None = None, *, store: Store | None = None,
     events = Events(apps, clock)
     if hub is None:
         if settings.websocket_endpoint:  # AWS: API Gateway holds the WebSocket connections
-            hub = load(HUBS, "apigateway", "hub").from_urls(settings.websocket_endpoint,
-                                                            settings.database_url)
+            # The registry of connections is in the store's table: the store's client reads it.
+            table = getattr(store, "table", None)
+            hub = load(HUBS, "apigateway", "hub").from_urls(
+                settings.websocket_endpoint, settings.database_url,
+                borrow_dynamodb=getattr(table, "client", None))
         elif settings.redis_url:
             hub = load(HUBS, "redis", "hub")(settings.redis_url, settings.redis_channel_prefix)
         else:

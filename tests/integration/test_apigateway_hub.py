@@ -450,3 +450,19 @@ def test_configuration_is_checked() -> None:
             parse_table_url(url)
     with pytest.raises(NotConfigured, match="https://"):
         ApiGatewayHub("wss://abc123.execute-api.eu-west-1.amazonaws.com/prod", TABLE, REGION)
+
+
+async def test_the_composition_root_lends_the_stores_dynamodb_client_to_the_hub(dynamodb_server):
+    """One DynamoDB client and connection pool a process: the hub's registry of connections
+    reads the store's table with the store's client, and closing the hub leaves it open."""
+    from tests.conftest import dynamodb_store, make_settings
+    from tidings.bootstrap import build
+
+    async with dynamodb_store(dynamodb_server) as store:
+        settings = make_settings(database_url=store.url,
+                                 websocket_endpoint=f"{dynamodb_server.url}/prod")
+        container = build(settings, store=store)
+        hub = container.streams.hub
+        assert await hub.connections._client.get() is await store.table.client()
+        await hub.close()
+        await store.ping()  # still open

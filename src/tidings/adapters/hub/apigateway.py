@@ -33,7 +33,8 @@ from ...domain.errors import NotConfigured, Unavailable
 from ...domain.masking import mask_token
 from ...domain.stream import RESYNC, Kick, StreamEvent, event_doc, unread_doc
 from ...ports import HubSubscription
-from .connections import Connections, LazyClient, parse_table_url
+from ..aws_client import LazyClient
+from .connections import Connections, parse_table_url
 from .memory import Deliver, call_on_kick
 
 log = logging.getLogger("tidings.hub")
@@ -88,11 +89,13 @@ class ApiGatewayHub:
     {region}.amazonaws.com/{stage}` (TIDINGS_WEBSOCKET_ENDPOINT). `table`, `region`,
     `endpoint_url`: the service's DynamoDB table (from `dynamodb://<table>?region=…
     &endpoint_url=…`, see `from_urls`). Clients are built at first use from these, with the
-    default credentials, unless given: `dynamodb_client` (e.g. the store's) and
-    `management_client` stay their owner's to close."""
+    default credentials, unless given: `dynamodb_client` and `management_client` stay their
+    owner's to close, and `borrow_dynamodb` gets the client of the store (one DynamoDB client
+    and connection pool a process)."""
 
     def __init__(self, endpoint: str, table: str, region: str, endpoint_url: str | None = None,
                  *, dynamodb_client: Any = None, management_client: Any = None,
+                 borrow_dynamodb: Callable[[], Awaitable[Any]] | None = None,
                  concurrency: int = POSTS, timeout: float = 10.0) -> None:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("https", "http") or not parts.netloc:
@@ -105,11 +108,12 @@ class ApiGatewayHub:
         named = _REGION.search(parts.hostname or "")
         self._concurrency = concurrency
         self.connections = Connections(table, region, endpoint_url, client=dynamodb_client,
-                                       timeout=timeout)
+                                       borrow=borrow_dynamodb, timeout=timeout)
         self._management = LazyClient(
             "apigatewaymanagementapi", named.group(1) if named else region,
-            endpoint.rstrip("/"), client=management_client, pool=concurrency, timeout=timeout,
-            attempts=2)
+            endpoint.rstrip("/"), client=management_client, pool=concurrency,
+            connect_timeout=timeout, read_timeout=timeout,
+            retries={"mode": "standard", "total_max_attempts": 2})
         self._on_kick: Callable[[Kick], None] | None = None
 
     @classmethod

@@ -22,16 +22,15 @@ revoking the key closes the streams it opened and no others, as on a node.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from ...domain.errors import NotConfigured
 from ...domain.webhooks import iso
+from ..aws_client import LazyClient
 from ..store.dynamodb import keys
 from ..store.dynamodb.table import parse_url
 
@@ -65,53 +64,6 @@ def parse_table_url(url: str) -> tuple[str, str, str | None]:
     return location.table, location.region, location.endpoint_url
 
 
-class LazyClient:
-    """One aiobotocore client, made at its first use (concurrent first calls share it) and
-    closed with its owner; or the client the caller injected, which stays the caller's to close.
-
-    Credentials come from the default chain (the function's role on Lambda)."""
-
-    def __init__(self, service: str, region: str, endpoint_url: str | None = None, *,
-                 client: Any = None, pool: int = 64, timeout: float = 10.0,
-                 attempts: int = 3) -> None:
-        self._service = service
-        self._region = region
-        self._endpoint_url = endpoint_url
-        self._pool = pool
-        self._timeout = timeout
-        self._attempts = attempts
-        self._client = client
-        self._stack: AsyncExitStack | None = None
-        self._lock = asyncio.Lock()
-
-    async def get(self) -> Any:
-        if self._client is not None:
-            return self._client
-        async with self._lock:
-            if self._client is None:
-                from aiobotocore.config import AioConfig
-                from aiobotocore.session import AioSession
-
-                config = AioConfig(max_pool_connections=self._pool,
-                                   connect_timeout=self._timeout, read_timeout=self._timeout,
-                                   retries={"mode": "standard",
-                                            "total_max_attempts": self._attempts})
-                stack = AsyncExitStack()
-                self._client = await stack.enter_async_context(AioSession().create_client(
-                    self._service, region_name=self._region, endpoint_url=self._endpoint_url,
-                    config=config))
-                self._stack = stack
-        return self._client
-
-    async def close(self) -> None:
-        async with self._lock:
-            stack, self._stack = self._stack, None
-            if stack is not None:
-                self._client = None
-        if stack is not None:
-            await stack.aclose()
-
-
 @dataclass(frozen=True)
 class _Item:
     app_id: str
@@ -140,11 +92,14 @@ class Connections:
     `clock`: the time in epoch seconds, against which `ttl` is read."""
 
     def __init__(self, table: str, region: str, endpoint_url: str | None = None, *,
-                 client: Any = None, clock: Callable[[], float] = time.time,
-                 pool: int = 32, timeout: float = 10.0) -> None:
+                 client: Any = None, borrow: Callable[[], Awaitable[Any]] | None = None,
+                 clock: Callable[[], float] = time.time, pool: int = 32,
+                 timeout: float = 10.0) -> None:
+        """`borrow`: where to get the DynamoDB client from (the store's), instead of making
+        one of its own."""
         self.table = table
-        self._client = LazyClient("dynamodb", region, endpoint_url, client=client, pool=pool,
-                                  timeout=timeout)
+        self._client = LazyClient("dynamodb", region, endpoint_url, client=client, borrow=borrow,
+                                  pool=pool, connect_timeout=timeout, read_timeout=timeout)
         self._clock = clock
 
     async def add(self, app_id: str, user_id: str, connection_id: str, at: datetime, *,

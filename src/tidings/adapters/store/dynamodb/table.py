@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from ....domain.errors import NotConfigured
+from ...aws_client import LazyClient
 from .codec import Item
 
 INDEXES = ("gsi1", "gsi2")
@@ -51,39 +51,17 @@ class Table:
     def __init__(self, location: Location, client: Any = None, *, max_connections: int = 10) -> None:
         self.location = location
         self.name = location.table
-        self._client = client
-        self._stack: AsyncExitStack | None = None
-        self._lock = asyncio.Lock()
-        self._max_connections = max_connections
+        # Adaptive retries: DynamoDB throttles a hot partition, and backing off helps it.
+        self._client = LazyClient("dynamodb", location.region, location.endpoint_url,
+                                  client=client, pool=max_connections, connect_timeout=3,
+                                  read_timeout=30,
+                                  retries={"max_attempts": 5, "mode": "adaptive"})
 
     async def client(self) -> Any:
-        if self._client is None:
-            async with self._lock:
-                if self._client is None:
-                    self._client = await self._create_client()
-        return self._client
-
-    async def _create_client(self) -> Any:
-        try:
-            from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
-        except ImportError as exc:
-            raise NotConfigured("the DynamoDB store needs aiobotocore: pip install 'tidings[aws]'") from exc
-        stack = AsyncExitStack()
-        config = AioConfig(max_pool_connections=self._max_connections,
-                           retries={"max_attempts": 5, "mode": "adaptive"},
-                           connect_timeout=3, read_timeout=30)
-        client = await stack.enter_async_context(get_session().create_client(
-            "dynamodb", region_name=self.location.region, endpoint_url=self.location.endpoint_url,
-            config=config))
-        self._stack = stack
-        return client
+        return await self._client.get()
 
     async def close(self) -> None:
-        if self._stack is not None:
-            await self._stack.aclose()
-            self._stack = None
-            self._client = None
+        await self._client.close()
 
     # The layout ---------------------------------------------------------------------------
 
