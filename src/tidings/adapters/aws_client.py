@@ -1,5 +1,7 @@
-"""One aiobotocore client made at its first use, shared by the AWS adapters that hold one for
-their lifetime (the DynamoDB store's table, the API Gateway hub's registry and Management API).
+"""One aiobotocore client made at its first use, for the AWS adapters that hold one for their
+lifetime: the DynamoDB store's table, the API Gateway hub's registry and Management API, and
+(through a subclass that makes it with an app's own keys and TLS settings) the SNS and SES
+providers.
 
 Concurrent first calls share one client. It is closed with its owner, unless it was given:
 an injected client (a test's), or `borrow`, an owner's way to use another's (the hub reads

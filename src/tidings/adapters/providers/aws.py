@@ -7,7 +7,6 @@ per call: its own retries would only hold a worker's lease longer and hide throt
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
@@ -16,6 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ...domain.delivery import Failed, Retry, SendResult
+from ..aws_client import LazyClient
 from .http import TRANSPORT_ERRORS, retry_after, transport_retry
 from .options import ProviderOptions
 
@@ -92,7 +92,7 @@ def _session_class(context: ssl.SSLContext) -> type:
     return ContextSession
 
 
-class AwsClient:
+class AwsClient(LazyClient):
     """One aiobotocore client for one service and one app's AWS settings, created on first use
     (concurrent first sends share it) and closed with the provider.
 
@@ -101,29 +101,16 @@ class AwsClient:
     botocore's own bundle (which honours AWS_CA_BUNDLE)."""
 
     def __init__(self, service: str, config: Mapping[str, Any], options: ProviderOptions) -> None:
-        self._service = service
-        self._region = str(config["region"])
-        self._endpoint_url = config.get("endpoint_url") or None
+        super().__init__(service, str(config["region"]), config.get("endpoint_url") or None)
         self._key_id = config.get("access_key_id") or None
         self._secret = config.get("secret_access_key") or None
-        self._options = options
-        self._client: Any = None
-        self._stack: AsyncExitStack | None = None
-        self._lock = asyncio.Lock()
+        self._provider_options = options
 
-    async def get(self) -> Any:
-        if self._client is not None:
-            return self._client
-        async with self._lock:
-            if self._client is None:
-                self._client = await self._open()
-        return self._client
-
-    async def _open(self) -> Any:
+    async def _create(self) -> Any:
         from aiobotocore.config import AioConfig
         from aiobotocore.session import AioSession
 
-        options = self._options
+        options = self._provider_options
         extra: dict[str, Any] = {}
         if options.ssl_context is not None:
             extra["http_session_cls"] = _session_class(options.ssl_context)
@@ -143,8 +130,3 @@ class AwsClient:
         self._stack = stack
         return client
 
-    async def close(self) -> None:
-        async with self._lock:
-            stack, self._stack, self._client = self._stack, None, None
-        if stack is not None:
-            await stack.aclose()
