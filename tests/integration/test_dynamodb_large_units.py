@@ -4,12 +4,15 @@ and a send cut off midway is finished from its journal."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
 from tests.contract.test_store import app, seed_app
 from tidings.adapters.store.dynamodb import journal, keys
+from tidings.adapters.store.dynamodb.unit import ReadOnly
 from tidings.domain.errors import StoreConflict
 from tidings.domain.idempotency import IdempotencyRecord
 from tidings.domain.notifications import Message
@@ -57,15 +60,17 @@ def record() -> IdempotencyRecord:
     return IdempotencyRecord("acme", "send-1", "f", 201, b"{}", NOW, NOW + timedelta(days=1))
 
 
-async def send(store) -> list:
+async def send(store, records: tuple[IdempotencyRecord, ...] | None = None) -> list:
+    """The send's stream events (numbered at commit), one per user of USERS."""
     made = [plan_notification(app(), Recipient(user_id=u), Message(("in_app",), title="hi"), NOW)
             for u in USERS]
     async with store.transaction() as tx:
         await tx.notifications.add_many(made)
-        await tx.idempotency.put(record())
-        await tx.stream.append("acme", [StreamEntry(n.user_id, "notification.created",
-                                                    {"id": n.id}) for n in made], NOW)
-    return made
+        for r in records or (record(),):
+            await tx.idempotency.put(r)
+        events = await tx.stream.append("acme", [StreamEntry(n.user_id, "notification.created",
+                                                             {"id": n.id}) for n in made], NOW)
+    return events
 
 
 async def state(store, user_id: str) -> tuple[int, int, int]:
@@ -92,15 +97,16 @@ async def test_a_large_send_opens_a_journal_then_commits_each_recipient_whole(
         store, monkeypatch):
     await seed_app(store)
     seen = await transactions(store, monkeypatch)
-    made = await send(store)
+    events = await send(store)
     assert len(seen) > 2 and all(len(t) <= 100 for t in seen)
     # The first transaction: the journal and the idempotency record, no recipient.
     assert {_pk(a).split("#")[0] for a in seen[0]} == {"JOURNAL", "IDEM"}
-    for n in made:
-        mine = {keys.user("acme", n.user_id), keys.notification("acme", n.id),
-                keys.stream("acme", n.user_id)}
+    for e in events:
+        mine = {keys.user("acme", e.user_id), keys.notification("acme", str(e.data["id"])),
+                keys.stream("acme", e.user_id)}
         holding = [i for i, t in enumerate(seen) if any(_pk(a) in mine for a in t)]
-        assert len(holding) == 1 and holding[0] > 0, n.user_id
+        assert len(holding) == 1 and holding[0] > 0, e.user_id
+    assert sorted(e.seq for e in events) == [1] * len(USERS)
     for u in USERS:
         assert await state(store, u) == (1, 1, 1)
     assert await journals(store) == []
@@ -118,11 +124,14 @@ async def test_a_send_whose_piece_fails_is_finished_by_recovery_once_its_lease_e
     durable, and the recovery finishes it."""
     await seed_app(store)
     await transactions(store, monkeypatch, fail_at=fail_at)
-    await send(store)
+    events = await send(store)
     assert "the recovery will finish them" in caplog.text
     monkeypatch.undo()
     states = [await state(store, u) for u in USERS]
     assert set(states) <= {(1, 1, 1), (0, 0, 0)} and states.count((0, 0, 0)) > 0
+    # Only the events that committed keep their number (the service publishes those alone):
+    # a user's number 1 may be taken by another send before the recovery comes.
+    assert [e.seq for e in events] == [st[2] for st in states]
     async with store.reader() as tx:  # a retry of the request is answered as done
         assert await tx.idempotency.get("acme", "send-1") is not None
     # While its writer's lease holds, nobody else touches the unit.
@@ -239,3 +248,73 @@ async def test_the_workers_housekeeping_finishes_a_left_unit(store, container, m
     monkeypatch.setattr(journal, "LEASE", timedelta(0))
     await container.dispatcher.housekeeping()
     assert {await state(store, u) for u in USERS} == {(1, 1, 1)}
+
+
+async def test_several_requests_too_large_to_journal_together_are_refused_whole(
+        store, monkeypatch):
+    """A group commit of several sends whose plan is over what the journal's opening
+    transaction holds is refused before anything is written (StoreConflict: the group commit
+    then writes each request alone, each journaled)."""
+    await seed_app(store)
+    monkeypatch.setattr(journal, "MAX_BYTES", 5_000)
+    twins = (record(), IdempotencyRecord("acme", "send-2", "f", 201, b"{}", NOW,
+                                         NOW + timedelta(days=1)))
+    with pytest.raises(StoreConflict, match="too much for one unit"):
+        await send(store, twins)
+    assert {await state(store, u) for u in USERS} == {(0, 0, 0)}
+    async with store.reader() as tx:
+        assert await tx.idempotency.get("acme", "send-1") is None
+    monkeypatch.undo()
+    await send(store, twins[:1])
+    assert {await state(store, u) for u in USERS} == {(1, 1, 1)}
+
+
+async def test_read_all_refuses_a_read_only_unit(store):
+    await seed_app(store)
+    async with store.reader() as tx:
+        with pytest.raises(ReadOnly):
+            await tx.notifications.mark_all_read("acme", "u1", None, None, NOW)
+
+
+async def test_the_scheduler_reads_past_leased_notifications_at_the_head_of_a_shard(
+        store, monkeypatch):
+    """DynamoDB applies a query's Limit before its filter: 30 leased notifications at the
+    head of a shard must not hide the due ones behind them."""
+    monkeypatch.setattr(keys, "SHARDS", 1)
+    await seed_app(store)
+    made = [plan_notification(app(), Recipient(user_id=f"s{i}"), Message(("in_app",), title=str(i)),
+                              NOW, send_at=NOW + timedelta(milliseconds=i + 1)) for i in range(40)]
+    async with store.transaction() as tx:
+        await tx.notifications.add_many(made)
+    later = NOW + timedelta(seconds=5)
+    async with store.transaction() as tx:
+        leased = await tx.notifications.due(later, 30)  # taken, not fired: leased for 30 s
+    async with store.transaction() as tx:
+        rest = await tx.notifications.due(later, 10)
+    assert len(leased) == 30
+    assert sorted(n.title or "" for n in rest) == sorted(str(i) for i in range(30, 40))
+
+
+async def test_concurrent_keyed_sends_through_http_each_land_once(client, acme):
+    """Sixty sends at once, each to the same 3 users with an Idempotency-Key, through the
+    API: the service commits concurrent sends together (its group commit, at most 32 on
+    DynamoDB), each request's idempotency record in the journal's opening transaction. Every
+    send lands once, the counts are exact, and a retry is answered from its record."""
+    users = [f"h{i:02d}" for i in range(3)]
+    # Each user gets dozens of notifications in one unit: more writes than one transaction.
+    sends = 60
+
+    async def one(n: int) -> Any:
+        return await client.post(
+            "/v1/notifications", json={"to": {"user_ids": users}, "title": f"n{n}"},
+            headers={**acme["headers"], "Idempotency-Key": f"bulk-{n}"})
+
+    answers = await asyncio.gather(*(one(n) for n in range(sends)))
+    assert {r.status_code for r in answers} == {202}, [r.text for r in answers if r.status_code != 202][:1]
+    again = await asyncio.gather(*(one(n) for n in range(0, sends, 17)))
+    assert {r.headers.get("idempotent-replayed") for r in again} == {"true"}
+    for user in users:
+        r = await client.get(f"/v1/users/{user}/notifications?limit=200", headers=acme["headers"])
+        assert r.status_code == 200, r.text
+        assert sorted(n["title"] for n in r.json()["items"]) == sorted(f"n{n}" for n in range(sends))
+        assert r.json()["unread_count"] == sends

@@ -91,7 +91,7 @@ class ApiGatewayHub:
     &endpoint_url=…`, see `from_urls`). Clients are built at first use from these, with the
     default credentials, unless given: `dynamodb_client` and `management_client` stay their
     owner's to close, and `borrow_dynamodb` gets the client of the store (one DynamoDB client
-    and connection pool a process)."""
+    and connection pool a process; `timeout` then applies to the Management API only)."""
 
     def __init__(self, endpoint: str, table: str, region: str, endpoint_url: str | None = None,
                  *, dynamodb_client: Any = None, management_client: Any = None,

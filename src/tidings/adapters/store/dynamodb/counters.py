@@ -92,6 +92,13 @@ class Counters:
             for (app, user), change in sorted(self._changes.items())
             if keys.user(app, user) in groups]}
 
+    def unnumber(self, groups: frozenset[str]) -> None:
+        """Events of `groups` that did not commit go back to the number 0 (not published)."""
+        for (app, user), change in self._changes.items():
+            if keys.user(app, user) in groups:
+                for event in change.events:
+                    object.__setattr__(event, "seq", 0)
+
     @staticmethod
     def restore(unit: Unit, snapshot: dict[str, Any]) -> None:
         """Make `snapshot`'s changes the unit's (a journal's piece done again)."""

@@ -43,7 +43,7 @@ from ....domain.errors import StoreConflict
 from . import keys
 from .codec import Item, decode, encode, us
 from .counters import Counters
-from .pieces import MAX_BYTES, MAX_ITEMS, pieces
+from .pieces import MAX_BYTES, MAX_ITEMS, TooLarge, pieces
 
 if TYPE_CHECKING:
     from .table import Table
@@ -91,6 +91,10 @@ async def commit(unit: Unit, client: Any, writes: list[Write]) -> bool:
     chunks = [blob[at:at + CHUNK_BYTES] for at in range(0, len(blob), CHUNK_BYTES)]
     if 1 + len(chunks) + len(first) > MAX_ITEMS or \
             len(blob) + sum(w.size for w in first) + 1000 > MAX_BYTES:
+        if len(first) > 1:
+            # Several requests (a group commit): each alone may be journaled. Refused before
+            # anything is written, the caller commits them apart.
+            raise TooLarge(f"{len(first)} requests whose plan takes {len(blob)} bytes")
         log.warning("a unit of %d writes is too large to journal (%d bytes compressed); "
                     "committing it in pieces without one", len(writes), len(blob))
         return False
@@ -119,18 +123,23 @@ async def commit(unit: Unit, client: Any, writes: list[Write]) -> bool:
         await _piece(unit, client, [*(w for w in piece if not w.optimistic),
                                     _marker(Write, table.name, pk, n, expires)], groups)
 
-    errors = await settle(PIECES_AT_ONCE, [one(n) for n in range(len(cut))])
-    if errors:
+    outcomes = await settle(PIECES_AT_ONCE, [one(n) for n in range(len(cut))])
+    failed = [n for n, exc in enumerate(outcomes) if exc is not None]
+    if failed:
         # The unit is durable since the opening: reporting a failure now would make the
         # caller write it again (a group commit splits its batch on a conflict). What did
-        # not commit is left to the recovery; its stream events stay unnumbered meanwhile,
-        # and the service does not publish them.
+        # not commit is left to the recovery. Its stream events lose their numbers (another
+        # unit may take them meanwhile), and the service does not publish them.
+        errors = [exc for exc in outcomes if exc is not None]
+        unit.unnumber(frozenset(w.group for n in failed for w in cut[n]
+                                if w.optimistic and w.group is not None))
         for exc in errors:
             if not isinstance(exc, Exception):
                 raise exc
-        log.warning("journal %s: %d of %d pieces did not commit (%s); the recovery will "
-                    "finish them", journal_id, len(errors), len(cut),
-                    "; ".join(sorted({f"{type(e).__name__}: {e}" for e in errors})))
+        log.error("journal %s: %d of %d pieces did not commit (%s); the recovery will "
+                  "finish them, trying again every %d s", journal_id, len(failed), len(cut),
+                  "; ".join(sorted({f"{type(e).__name__}: {e}" for e in errors})),
+                  LEASE.total_seconds())
         return True
     await _close(client, table.name, pk, len(chunks))
     return True

@@ -56,7 +56,9 @@ class DynamoStore:
         with a stream unless `stream` is False; on AWS the SAM template makes it and `migrate`
         only checks its layout."""
         self.url = url
-        self.table = Table(parse_url(url), client, max_connections=max(10, pool_size))
+        # Connections are opened as needed: the cap only bounds a burst (the pieces of a large
+        # unit, the API Gateway hub's reads, which borrow this client).
+        self.table = Table(parse_url(url), client, max_connections=max(64, pool_size))
         self._create = create_table or self.table.location.endpoint_url is not None
         self._stream = stream
 

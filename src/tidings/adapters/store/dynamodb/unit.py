@@ -133,6 +133,8 @@ class Unit:
         self._hooks.append(hook)
 
     def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once the unit is committed; a journaled unit (journal.py) is then
+        durable, though pieces of it may still wait for the recovery."""
         self._after.append(callback)
 
     def _add(self, pk: str, sk: str, write: Write) -> None:
@@ -199,6 +201,14 @@ class Unit:
             # The pieces touch different items: all but the last at once, then the last.
             await at_most(PIECES_AT_ONCE, [one(piece, guards) for piece in cut[:-1]])
             await one(cut[-1], [])
+
+    def unnumber(self, groups: frozenset[str]) -> None:
+        """The stream events of `groups` did not commit (yet): they lose the numbers the
+        hooks gave them, which others may take meanwhile (journal.py)."""
+        for hook in self._hooks:
+            unnumber = getattr(getattr(hook, "__self__", None), "unnumber", None)
+            if unnumber is not None:
+                unnumber(groups)
 
     def snapshot(self, groups: frozenset[str]) -> list[Any] | None:
         """What the commit hooks would write for `groups`, as plain data (journal.py); None
@@ -274,13 +284,14 @@ class Unit:
 async def at_most(limit: int, calls: list[Awaitable[None]]) -> None:
     """Await `calls`, `limit` at a time, every one to its end (none is left running), then
     raise the first error."""
-    errors = await settle(limit, calls)
+    errors = [e for e in await settle(limit, calls) if e is not None]
     if errors:
         raise errors[0]
 
 
-async def settle(limit: int, calls: list[Awaitable[None]]) -> list[BaseException]:
-    """Await `calls`, `limit` at a time, every one to its end; the errors they raised."""
+async def settle(limit: int, calls: list[Awaitable[None]]) -> list[BaseException | None]:
+    """Await `calls`, `limit` at a time, every one to its end; what each raised (None: it
+    did not), in order."""
     gate = asyncio.Semaphore(limit)
 
     async def one(call: Awaitable[None]) -> None:
@@ -288,7 +299,7 @@ async def settle(limit: int, calls: list[Awaitable[None]]) -> list[BaseException
             await call
 
     done = await asyncio.gather(*map(one, calls), return_exceptions=True)
-    return [d for d in done if isinstance(d, BaseException)]
+    return [d if isinstance(d, BaseException) else None for d in done]
 
 
 def _guard(write: Write) -> Write:
