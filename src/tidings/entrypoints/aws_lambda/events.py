@@ -14,13 +14,17 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("tidings.lambda")
 
 _MAX_KEYS = 24
 _MAX_DEPTH = 4
+
+
+T = TypeVar("T")
 
 
 class BadEvent(Exception):
@@ -55,9 +59,27 @@ def shape(value: Any, depth: int = 0) -> Any:
     return type(value).__name__
 
 
-def refused(exc: BadEvent) -> None:
-    log.error("refused an event that is not %s: %s", exc.source, exc.problem,
-              extra={"fields": {"event_shape": exc.shape}})
+def checked(parse: Callable[[Any], T], event: Any) -> T:
+    """`parse(event)`; a BadEvent is logged (with the event's shape, none of its values) on
+    its way to the handler, which fails the invocation or answers as its source expects."""
+    try:
+        return parse(event)
+    except BadEvent as exc:
+        log.error("refused an event that is not %s: %s", exc.source, exc.problem,
+                  extra={"fields": {"event_shape": exc.shape}})
+        raise
+
+
+def _records(event: Any, source: str, event_source: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The `Records` of a batch event from `event_source`, each with its place for errors."""
+    records = _field(_object(event, source), "Records", list, source, event)
+    for i, record in enumerate(records):
+        where = f"Records[{i}]."
+        if not isinstance(record, dict):
+            raise BadEvent(source, f"`Records[{i}]` is not an object", event)
+        if record.get("eventSource") != event_source:
+            raise BadEvent(source, f"`{where}eventSource` is not {event_source}", event)
+        yield where, record
 
 
 def _field(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], source: str,
@@ -186,14 +208,8 @@ class QueueMessage:
 
 
 def sqs(event: Any) -> list[QueueMessage]:
-    records = _field(_object(event, SQS), "Records", list, SQS, event)
     out = []
-    for i, record in enumerate(records):
-        where = f"Records[{i}]."
-        if not isinstance(record, dict):
-            raise BadEvent(SQS, f"`Records[{i}]` is not an object", event)
-        if record.get("eventSource") != "aws:sqs":
-            raise BadEvent(SQS, f"`{where}eventSource` is not aws:sqs", event)
+    for where, record in _records(event, SQS, "aws:sqs"):
         message_id = _field(record, "messageId", str, SQS, event, where=where)
         handle = _field(record, "receiptHandle", str, SQS, event, where=where)
         body = _field(record, "body", str, SQS, event, where=where)
@@ -229,14 +245,8 @@ def _image(value: Any, where: str, event: Any) -> dict[str, dict[str, Any]] | No
 
 
 def dynamodb_stream(event: Any) -> list[StreamRecord]:
-    records = _field(_object(event, STREAM), "Records", list, STREAM, event)
     out = []
-    for i, record in enumerate(records):
-        where = f"Records[{i}]."
-        if not isinstance(record, dict):
-            raise BadEvent(STREAM, f"`Records[{i}]` is not an object", event)
-        if record.get("eventSource") != "aws:dynamodb":
-            raise BadEvent(STREAM, f"`{where}eventSource` is not aws:dynamodb", event)
+    for where, record in _records(event, STREAM, "aws:dynamodb"):
         name = _field(record, "eventName", str, STREAM, event, where=where)
         if name not in _NAMES:
             raise BadEvent(STREAM, f"`{where}eventName` is not INSERT, MODIFY or REMOVE", event)

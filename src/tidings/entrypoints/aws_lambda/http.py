@@ -33,9 +33,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt = runtime.current()
     with rt.invocation("http", context):
         try:
-            events.http_request(event)
+            events.checked(events.http_request, event)
         except events.BadEvent as exc:
-            events.refused(exc)
             return problem(400, f"not a request of {exc.source}: {exc.problem}")
         adapter = rt.run(_adapter(rt))
         return adapter(event, context)  # runs the app on the runtime's loop

@@ -86,11 +86,7 @@ def outgoing(record: events.StreamRecord, now_ms: int) -> Outgoing | None:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt = runtime.current()
     with rt.invocation("outbox", context):
-        try:
-            records = events.dynamodb_stream(event)
-        except events.BadEvent as exc:
-            events.refused(exc)
-            raise
+        records = events.checked(events.dynamodb_stream, event)
         return rt.run(forward(rt, records))
 
 

@@ -53,11 +53,7 @@ def budget(context: Any) -> tuple[float, float]:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt = runtime.current()
     with rt.invocation("scheduler", context):
-        try:
-            events.scheduled(event)
-        except events.BadEvent as exc:
-            events.refused(exc)
-            raise
+        events.checked(events.scheduled, event)
         polling, hard = budget(context)
         return rt.run(run(rt, polling, hard))
 

@@ -52,9 +52,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt = runtime.current()
     with rt.invocation("websocket", context):
         try:
-            ev = events.websocket(event)
-        except events.BadEvent as exc:
-            events.refused(exc)
+            ev = events.checked(events.websocket, event)
+        except events.BadEvent:
             return {"statusCode": 400}
         if ev.route == "$connect":
             return rt.run(connect(rt, ev))

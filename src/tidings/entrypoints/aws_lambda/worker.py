@@ -76,11 +76,7 @@ def parse(message: events.QueueMessage) -> Job:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     rt = runtime.current()
     with rt.invocation("worker", context):
-        try:
-            messages = events.sqs(event)
-        except events.BadEvent as exc:
-            events.refused(exc)
-            raise
+        messages = events.checked(events.sqs, event)
         return rt.run(work(rt, messages))
 
 
