@@ -14,10 +14,6 @@ def part(value: str) -> str:
     return value.replace("%", "%25").replace("#", "%23")
 
 
-def unpart(value: str) -> str:
-    return value.replace("%23", "#").replace("%25", "%")
-
-
 def num(value: int, width: int = 20) -> str:
     return str(value).zfill(width)
 
@@ -76,7 +72,6 @@ def connections(app_id: str, user_id: str) -> str:
 
 COUNT = "COUNT"
 PREF = "PREF"
-PROFILE = "P"
 
 
 def device_sk(device_id: str) -> str:

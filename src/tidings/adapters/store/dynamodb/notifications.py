@@ -220,20 +220,6 @@ def set_status(unit: Unit, item: Item, status: str) -> None:
                     conflict=f"notification {item['id']['S']} was deleted meanwhile")
 
 
-async def refresh_status(unit: Unit, app_id: str, notification_id: str,
-                         changed: Mapping[str, str]) -> str | None:
-    """Bring the notification's status in line with its deliveries' (see `followed_status`),
-    writing the inbox item only when the status changes; returns the status, None when the
-    notification is gone. Once per notification and unit: a unit writes an item once."""
-    found = await followed_status(unit, app_id, notification_id, changed)
-    if found is None:
-        return None
-    item, status = found
-    if status != item["status"]["S"]:
-        set_status(unit, item, status)
-    return status
-
-
 def _mark(unit: Unit, item: Item, at: datetime) -> None:
     """Mark the inbox item read in `unit`, and move its user's counts."""
     unit.update(item["pk"]["S"], item["sk"]["S"], "SET read_at = :at",
@@ -539,6 +525,5 @@ __all__ = [
     "notification_item",
     "notification_of",
     "pointer_item",
-    "refresh_status",
     "set_status",
 ]

@@ -98,13 +98,4 @@ class DynamoStream:
             keys.stream_day(day.isoformat(), shard), index="gsi2", sk_to=cutoff)]
 
 
-async def forget(unit: Unit, app_id: str, user_id: str) -> int:
-    """Delete a user's stored events (a deleted user's); its counter item keeps the number."""
-    count = 0
-    async for item in unit.table.query_all(keys.stream(app_id, user_id)):
-        unit.delete(item["pk"]["S"], item["sk"]["S"])
-        count += 1
-    return count
-
-
-__all__ = ["DynamoStream", "forget"]
+__all__ = ["DynamoStream"]

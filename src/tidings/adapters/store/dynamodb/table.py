@@ -17,8 +17,6 @@ from .codec import Item
 
 INDEXES = ("gsi1", "gsi2")
 TTL_ATTRIBUTE = "ttl"
-# What TransactWriteItems takes at once.
-MAX_TRANSACTION_ITEMS = 100
 
 
 @dataclass(frozen=True)
