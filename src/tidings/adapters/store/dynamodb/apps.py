@@ -14,7 +14,6 @@ app item but not what the app owned."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,13 +21,12 @@ from ....domain.apps import ApiKey, App, CredentialKind
 from ....domain.errors import StoreConflict
 from . import keys
 from .codec import Item, at_us, decode, dumps, encode, loads, us
-from .table import key
+from .table import Table
 from .unit import ReadOnly, Unit
 
 # Segments of the Scan that deletes an app, read at once.
 SCAN_SEGMENTS = 4
 # What BatchWriteItem takes at once.
-BATCH_WRITE = 25
 
 
 def app_item(app: App) -> Item:
@@ -76,15 +74,6 @@ def key_of(item: Item) -> ApiKey:
                   revoked_at=at_us(v.get("revoked_at")))
 
 
-def _put_again(unit: Unit, item: Item, condition: str) -> None:
-    """Put an item this unit may have put already (its first put's condition then holds)."""
-    pk, sk = item["pk"]["S"], item["sk"]["S"]
-    if unit.pending(pk, sk) is not None:
-        unit.put(item)
-    else:
-        unit.put(item, condition=condition)
-
-
 class DynamoApps:
     def __init__(self, unit: Unit) -> None:
         self._u = unit
@@ -113,7 +102,7 @@ class DynamoApps:
         stored = app_of(found)
         item = app_item(app)
         item["created_at"] = {"N": str(us(stored.created_at) if stored.created_at else 0)}
-        _put_again(self._u, item, "attribute_exists(pk)")
+        self._u.put_again(item, condition="attribute_exists(pk)")
 
     async def delete(self, app_id: str) -> bool:
         """Remove the app and everything it owns (see the module's docstring)."""
@@ -129,19 +118,19 @@ class DynamoApps:
             k = key_of(item)
             doomed += [(keys.key_hash(k.key_hash), keys.KEY_BY_HASH),
                        (keys.key_id(k.id), keys.KEY_BY_ID)]
-        client = await self._u.table.client()
-        await _batch_delete(client, self._u.table.name, doomed)
-        await asyncio.gather(*(_scan_delete(client, self._u.table.name, app_id, segment)
+        await self._u.table.delete_many(doomed)
+        await asyncio.gather(*(_scan_delete(self._u.table, app_id, segment)
                                for segment in range(SCAN_SEGMENTS)))
         if found is not None:
             self._u.delete(pk, sk)
         return found is not None
 
 
-async def _scan_delete(client: Any, table: str, app_id: str, segment: int) -> None:
+async def _scan_delete(table: Table, app_id: str, segment: int) -> None:
     """Delete the app's items in one segment of the table, page by page."""
+    client = await table.client()
     request: dict[str, Any] = {
-        "TableName": table, "Segment": segment, "TotalSegments": SCAN_SEGMENTS,
+        "TableName": table.name, "Segment": segment, "TotalSegments": SCAN_SEGMENTS,
         "ConsistentRead": True, "ProjectionExpression": "pk, sk",
         "FilterExpression": "begins_with(pk, :app) OR begins_with(pk, :idem)"
                             " OR (begins_with(pk, :ws) AND app_id = :id)",
@@ -150,26 +139,11 @@ async def _scan_delete(client: Any, table: str, app_id: str, segment: int) -> No
             ":ws": {"S": keys.connection_pointer("")}, ":id": {"S": app_id}}}
     while True:
         answer = await client.scan(**request)
-        await _batch_delete(client, table, [(i["pk"]["S"], i["sk"]["S"])
-                                            for i in answer.get("Items", [])])
+        await table.delete_many([(i["pk"]["S"], i["sk"]["S"]) for i in answer.get("Items", [])])
         start = answer.get("LastEvaluatedKey")
         if not start:
             return
         request["ExclusiveStartKey"] = start
-
-
-async def _batch_delete(client: Any, table: str, doomed: Sequence[tuple[str, str]]) -> None:
-    unique = list(dict.fromkeys(doomed))
-    for start in range(0, len(unique), BATCH_WRITE):
-        request: dict[str, Any] = {table: [{"DeleteRequest": {"Key": key(pk, sk)}}
-                                           for pk, sk in unique[start:start + BATCH_WRITE]]}
-        delay = 0.02
-        while request:
-            answer = await client.batch_write_item(RequestItems=request)
-            request = answer.get("UnprocessedItems") or {}
-            if request:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
 
 
 class DynamoKeys:
@@ -211,5 +185,6 @@ class DynamoKeys:
         found.revoked_at = at
         values = _key_values(found)
         for pk, sk in _key_copies(found):
-            _put_again(self._u, encode({"pk": pk, "sk": sk, **values}), "attribute_exists(pk)")
+            self._u.put_again(encode({"pk": pk, "sk": sk, **values}),
+                              condition="attribute_exists(pk)")
         return True

@@ -24,12 +24,11 @@ from .counters import counters_of
 from .notifications import (
     DynamoNotifications,
     deliveries_of,
-    gather_bounded,
     is_counted,
     notification_of,
 )
 from .queue import lease_due, statuses_of, update_expression
-from .unit import Unit
+from .unit import Unit, gather_bounded
 
 BROADCAST_SK = "BC"  # gsi2sk of every broadcast
 # Inbox items read at once by `progress` (BatchGetItem takes 100).
@@ -178,7 +177,7 @@ class DynamoBroadcasts:
             return
         note = notification_of(item)
         if note.status == NotificationStatus.SCHEDULED:
-            await DynamoNotifications(unit).cancel(app_id, note_id, at)
+            DynamoNotifications(unit).cancel_scheduled(item, at)
             return
         deliveries = await deliveries_of(unit, app_id, note_id)
         pending = [d for d in deliveries if d.status == DeliveryStatus.PENDING]

@@ -11,20 +11,18 @@ user's devices with one Query), beside two small items that answer the other que
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
 from ....domain.devices import Device
 from . import keys
 from .codec import Item, at_us, decode, encode, us
-from .unit import Unit
+from .unit import Unit, gather_bounded
 
 LOCK = "T"
 POINTER = "P"
 PAIRED = "token is already paired"
 # Queries in flight at once for one `for_users` (a send to many users at a time).
-CONCURRENT_QUERIES = 16
 
 
 def device_item(d: Device) -> Item:
@@ -96,13 +94,7 @@ class DynamoDevices:
 
     async def for_users(self, app_id: str, user_ids: Sequence[str]) -> dict[str, list[Device]]:
         unique = list(dict.fromkeys(user_ids))
-        gate = asyncio.Semaphore(CONCURRENT_QUERIES)
-
-        async def one(user_id: str) -> list[Device]:
-            async with gate:
-                return await self.for_user(app_id, user_id)
-
-        found = await asyncio.gather(*(one(u) for u in unique))
+        found = await gather_bounded(lambda u: self.for_user(app_id, u), unique)
         return dict(zip(unique, found, strict=True))
 
     def _take_token(self, d: Device) -> None:
@@ -132,16 +124,10 @@ class DynamoDevices:
         else:
             self._u.delete(pk, sk, condition=condition, values=values, conflict=PAIRED)
 
-    def _put_device(self, d: Device, condition: str, conflict: str) -> None:
-        earlier = self._u.pending(keys.user(d.app_id, d.user_id), keys.device_sk(d.id))
-        if earlier is not None:  # written by this unit: the first write's condition holds
-            self._u.put(device_item(d))
-        else:
-            self._u.put(device_item(d), condition=condition, conflict=conflict)
-
     async def add(self, device: Device) -> None:
         self._take_token(device)
-        self._put_device(device, _NEW, f"device {device.id} exists")
+        self._u.put_again(device_item(device), condition=_NEW,
+                          conflict=f"device {device.id} exists")
         self._u.put(_pointer_item(device), condition=_NEW, conflict=f"device {device.id} exists")
 
     async def update(self, device: Device) -> None:
@@ -154,27 +140,22 @@ class DynamoDevices:
         moved = old.user_id != device.user_id
         if moved:
             self._drop(keys.user(old.app_id, old.user_id), keys.device_sk(old.id))
-            self._put_device(device, _NEW, f"device {device.id} exists")
-            if self._u.pending(keys.device(device.app_id, device.id), POINTER) is None:
-                self._u.put(_pointer_item(device), condition="user_id = :old",
-                            values={":old": {"S": old.user_id}},
-                            conflict=f"device {device.id} changed meanwhile")
-            else:
-                self._u.put(_pointer_item(device))
+            self._u.put_again(device_item(device), condition=_NEW,
+                              conflict=f"device {device.id} exists")
+            self._u.put_again(_pointer_item(device), condition="user_id = :old",
+                              values={":old": {"S": old.user_id}},
+                              conflict=f"device {device.id} changed meanwhile")
         else:
-            self._put_device(device, "attribute_exists(pk)",
-                             f"device {device.id} was deleted meanwhile")
+            self._u.put_again(device_item(device), condition="attribute_exists(pk)",
+                              conflict=f"device {device.id} was deleted meanwhile")
         if old.token_key != device.token_key:
             lock = await self._u.get(keys.token(old.app_id, old.token_key), LOCK)
             if lock is not None and lock["device_id"]["S"] == old.id:
                 self._release_token(old.app_id, old.token_key, old.id)
             self._take_token(device)
         elif moved:  # same token, new owner: the lock names the owner too
-            if self._u.pending(keys.token(device.app_id, device.token_key), LOCK) is None:
-                self._u.put(_lock_item(device), condition=_HELD_BY,
-                            values={":device": {"S": device.id}}, conflict=PAIRED)
-            else:
-                self._u.put(_lock_item(device))
+            self._u.put_again(_lock_item(device), condition=_HELD_BY,
+                              values={":device": {"S": device.id}}, conflict=PAIRED)
 
     async def delete(self, app_id: str, device_id: str) -> bool:
         found = await self.get(app_id, device_id)

@@ -14,6 +14,7 @@ from ....domain.events import AppEvent, EventOutcome
 from . import keys
 from .codec import at_us, decode, dumps, encode, loads, us
 from .queue import lease_due
+from .table import BATCH_WRITE
 from .unit import ReadOnly, Unit
 
 # gsi2sk of every event (gsi2pk = keys.event(id) finds an event by its id alone).
@@ -127,24 +128,12 @@ class DynamoEvents:
         if not self._unit.writable:
             raise ReadOnly("this is a read-only unit of work")
         table = self._unit.table
-        client = await table.client()
-        batch: list[dict[str, Any]] = []
+        batch: list[tuple[str, str]] = []
         gone = 0
         for shard in keys.shards(keys.DONE_EVENTS):
             async for item in table.query_all(shard, index="gsi1", sk_to=keys.due(us(before))):
-                batch.append({"DeleteRequest": {"Key": {"pk": item["pk"], "sk": item["sk"]}}})
-                if len(batch) == 25:  # what BatchWriteItem takes at once
-                    gone += await _delete(client, table.name, batch)
+                batch.append((item["pk"]["S"], item["sk"]["S"]))
+                if len(batch) == BATCH_WRITE:
+                    gone += await table.delete_many(batch)
                     batch = []
-        return gone + await _delete(client, table.name, batch)
-
-
-async def _delete(client: Any, table: str, requests: list[dict[str, Any]]) -> int:
-    pending, delay = requests, 0.02
-    while pending:
-        answer = await client.batch_write_item(RequestItems={table: pending})
-        pending = answer.get("UnprocessedItems", {}).get(table, [])
-        if pending:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    return len(requests)
+        return gone + await table.delete_many(batch)

@@ -70,12 +70,9 @@ class DynamoIdempotency:
         found = await self._u.get(pk, sk)
         if found is not None and _expires(found) > now:
             raise IdempotencyRace(TAKEN)
-        # `last`: a unit too large for one transaction is recorded done with its last one.
-        if self._u.pending(pk, sk) is not None:
-            self._u.put(item, last=True)
-        else:
-            self._u.put(item, condition=_EXPIRED, values={":now": {"N": str(now)}},
-                        conflict=TAKEN, last=True)
+        # `last`: the record says its unit is done (unit.py; journal.py commits it first).
+        self._u.put_again(item, condition=_EXPIRED, values={":now": {"N": str(now)}},
+                          conflict=TAKEN, last=True)
 
     async def purge(self, now: datetime) -> int:
         bound = us(now)

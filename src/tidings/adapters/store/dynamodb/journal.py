@@ -141,7 +141,7 @@ async def commit(unit: Unit, client: Any, writes: list[Write]) -> bool:
                   "; ".join(sorted({f"{type(e).__name__}: {e}" for e in errors})),
                   LEASE.total_seconds())
         return True
-    await _close(client, table.name, pk, len(chunks))
+    await _close(table, pk, len(chunks))
     return True
 
 
@@ -218,7 +218,7 @@ async def _finish(table: Table, client: Any, head: dict[str, Any]) -> None:
         plain = [Write(kind, _wire(request), conflict)
                  for kind, request, conflict in piece["writes"]]
         await _piece(unit, client, [*plain, _marker(Write, table.name, pk, n, expires)], None)
-    await _close(client, table.name, pk, count)
+    await _close(table, pk, count)
 
 
 def _marker(write: type[Write], table: str, pk: str, n: int, expires: int) -> Write:
@@ -229,25 +229,18 @@ def _marker(write: type[Write], table: str, pk: str, n: int, expires: int) -> Wr
         "ConditionExpression": "attribute_not_exists(pk)"}, DONE_BY_ANOTHER)
 
 
-async def _close(client: Any, table: str, pk: str, chunks: int) -> None:
+async def _close(table: Table, pk: str, chunks: int) -> None:
     """The unit is whole: the head leaves the index (nobody needs to recover it) and the plan
-    is deleted; the head and markers stay until their `ttl` (see the module). Best effort:
-    a journal left open is found and closed again by the next recovery."""
+    is deleted; the head and markers stay until their `ttl` (see the module). Best effort: a
+    head left in the index is closed again by the next recovery, a chunk left by its `ttl`."""
     try:
+        client = await table.client()
         await client.update_item(
-            TableName=table, Key={"pk": {"S": pk}, "sk": {"S": HEAD}},
+            TableName=table.name, Key={"pk": {"S": pk}, "sk": {"S": HEAD}},
             UpdateExpression="SET closed = :yes REMOVE gsi1pk, gsi1sk",
             ConditionExpression="attribute_exists(pk)",
             ExpressionAttributeValues={":yes": {"BOOL": True}})
-        requests = [{"DeleteRequest": {"Key": {"pk": {"S": pk}, "sk": {"S": _chunk_sk(n)}}}}
-                    for n in range(chunks)]
-        for at in range(0, len(requests), 25):
-            pending = requests[at:at + 25]
-            for _ in range(5):
-                answer = await client.batch_write_item(RequestItems={table: pending})
-                pending = answer.get("UnprocessedItems", {}).get(table, [])
-                if not pending:
-                    break
+        await table.delete_many([(pk, _chunk_sk(n)) for n in range(chunks)])
     except Exception:
         log.exception("journal %s: closing it failed; the next recovery will", pk)
 

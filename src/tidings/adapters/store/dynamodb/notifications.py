@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -36,7 +36,7 @@ from .codec import Item, at_us, decode, dumps, encode, loads, ms, packed, unpack
 from .counters import counters_of, read
 from .pieces import MAX_ITEM_BYTES, size_of
 from .table import key
-from .unit import ReadOnly, Unit
+from .unit import ReadOnly, Unit, gather_bounded
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -47,8 +47,6 @@ HIDDEN = frozenset({SCHEDULED, CANCELED})
 # A scheduler holds the scheduled notifications it took this long; its transaction takes a
 # fraction of it, and a scheduler that died lets them go after it.
 LEASE_SECONDS = 30
-# Queries or claims in flight at once for one call.
-CONCURRENCY = 16
 # Read-all marks this many inbox items a transaction (of 100 actions; the counter item and
 # the unit's stream and app events take the rest).
 MARK_PIECE = 90
@@ -175,18 +173,6 @@ async def deliveries_of(unit: Unit, app_id: str, notification_id: str) -> list[D
         keys.notification(app_id, notification_id), sk_prefix=_DELIVERIES)]
 
 
-async def gather_bounded(call: Callable[[A], Awaitable[T]], args: Sequence[A],
-                         limit: int = CONCURRENCY) -> list[T]:
-    """`call` on each of `args` concurrently, at most `limit` at a time; results in order."""
-    gate = asyncio.Semaphore(limit)
-
-    async def one(arg: A) -> T:
-        async with gate:
-            return await call(arg)
-
-    return list(await asyncio.gather(*(one(a) for a in args)))
-
-
 async def followed_status(unit: Unit, app_id: str, notification_id: str,
                           changed: Mapping[str, str]) -> tuple[Item, str] | None:
     """The inbox item (as this unit sees it) and the status its deliveries make, where
@@ -201,11 +187,16 @@ async def followed_status(unit: Unit, app_id: str, notification_id: str,
     item = await unit.get(pointer["home"]["S"], keys.inbox_sk(notification_id))
     if item is None:
         return None
+    status = deliveries_status(items, changed)
+    return item, str(item["status"]["S"]) if status is None else status
+
+
+def deliveries_status(items: Sequence[Item], changed: Mapping[str, str]) -> str | None:
+    """The status the delivery items and this unit's `changed` ones (id -> status) make a
+    notification; None when it has no deliveries."""
     statuses = {i["sk"]["S"][len(_DELIVERIES):]: i["status"]["S"] for i in items}
     statuses.update(changed)
-    if not statuses:
-        return item, str(item["status"]["S"])
-    return item, derive_status(list(statuses.values())).value
+    return derive_status(list(statuses.values())).value if statuses else None
 
 
 def set_status(unit: Unit, item: Item, status: str) -> None:
@@ -498,11 +489,16 @@ class DynamoNotifications:
         n = self._of(item)
         if n.status != SCHEDULED:
             return (await self._attach([n]))[0]
+        return self.cancel_scheduled(item, at)
+
+    def cancel_scheduled(self, item: Item, at: datetime) -> Notification:
+        """Cancel the scheduled notification of this inbox item (as read by this unit)."""
+        n = self._of(item)
         lease_until = decode(item).get("lease_until")
         if lease_until is not None and lease_until >= us(at):
             raise StoreConflict(f"notification {n.id} is being sent right now")
         self._u.update(
-            where, keys.inbox_sk(notification_id),
+            item["pk"]["S"], item["sk"]["S"],
             "SET #status = :canceled REMOVE gsi2pk, gsi2sk, lease_id, lease_until",
             names={"#status": "status"},
             values={":canceled": {"S": CANCELED}, ":scheduled": {"S": SCHEDULED},
@@ -516,6 +512,7 @@ class DynamoNotifications:
 __all__ = [
     "DynamoNotifications",
     "deliveries_of",
+    "deliveries_status",
     "delivery_item",
     "delivery_of",
     "followed_status",

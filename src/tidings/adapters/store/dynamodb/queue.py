@@ -22,16 +22,21 @@ from ....domain.notifications import (
     OPEN_STATUSES,
     Delivery,
     DeliveryStatus,
-    derive_status,
 )
 from ....domain.receipts import Receipt, next_status
 from . import keys
 from .codec import Item, at_us, decode, encode, loads, ms, unpacked, us
 from .devices import POINTER as DEVICE_POINTER
 from .devices import device_of
-from .notifications import delivery_of, followed_status, gather_bounded, set_status
+from .notifications import (
+    deliveries_status,
+    delivery_of,
+    followed_status,
+    home_of,
+    set_status,
+)
 from .table import Table
-from .unit import ReadOnly, Unit
+from .unit import ReadOnly, Unit, gather_bounded
 
 log = logging.getLogger("tidings.store.dynamodb")
 
@@ -224,10 +229,10 @@ class NotificationStatuses:
     async def _write_one(self, key: tuple[str, str], groups: frozenset[str] | None) -> None:
         app_id, notification_id = key
         unit = self._unit
-        pointer = await unit.get(keys.notification(app_id, notification_id), keys.POINTER)
-        if pointer is None:
+        pk = await home_of(unit, app_id, notification_id)
+        if pk is None:
             return  # deleted meanwhile
-        pk, sk = pointer["home"]["S"], keys.inbox_sk(notification_id)
+        sk = keys.inbox_sk(notification_id)
         if groups is not None and pk not in groups:
             return  # another group is being made again, not this one
         if unit.pending(pk, sk) is not None:
@@ -237,13 +242,11 @@ class NotificationStatuses:
         item = await unit.table.get(pk, sk)
         if item is None:
             return
-        statuses = {i["sk"]["S"][len(_DELIVERIES):]: i["status"]["S"]
-                    async for i in unit.table.query_all(keys.notification(app_id, notification_id),
-                                                         sk_prefix=_DELIVERIES)}
-        statuses.update(self._changed[key])
-        if not statuses:
+        status = deliveries_status(
+            [i async for i in unit.table.query_all(keys.notification(app_id, notification_id),
+                                                   sk_prefix=_DELIVERIES)], self._changed[key])
+        if status is None:
             return
-        status = derive_status(list(statuses.values())).value
         guard = {":sv": item["sv"]} if "sv" in item else {}
         version = int(item["sv"]["N"]) if "sv" in item else 0
         unit.update(pk, sk, "SET #status = :status, sv = :next", names={"#status": "status"},
@@ -533,13 +536,9 @@ class DynamoQueue:
             "error", "due_at", "gsi1pk", "gsi1sk", "lease_id", "lease_until")}
         changed.update(encode({"status": new.value, "updated_at": us(receipt.at),
                                "due_ms": ms(receipt.at), "error": delivery.error}))
-        pk, sk = item["pk"]["S"], item["sk"]["S"]
-        if self._unit.pending(pk, sk) is None:
-            self._unit.put(changed, condition="#status = :seen", names={"#status": "status"},
-                           values={":seen": item["status"]},
-                           conflict=f"delivery {delivery.id} changed meanwhile")
-        else:
-            self._unit.put(changed)  # keeps the first put's condition
+        self._unit.put_again(changed, condition="#status = :seen", names={"#status": "status"},
+                             values={":seen": item["status"]},
+                             conflict=f"delivery {delivery.id} changed meanwhile")
         statuses = statuses_of(self._unit)
         statuses.follow(app_id, delivery.notification_id, {delivery.id: new.value})
         await statuses.flush()

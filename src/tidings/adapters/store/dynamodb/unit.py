@@ -21,10 +21,10 @@ from __future__ import annotations
 import asyncio
 import random
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 from ....domain.errors import StoreConflict
 from .codec import Item
@@ -37,6 +37,10 @@ Hook = Callable[["Unit", "frozenset[str] | None"], Awaitable[None]]
 OPTIMISTIC_ROUNDS = 12
 # Transactions of one unit in flight at once.
 PIECES_AT_ONCE = 8
+# Queries or conditional updates in flight at once for one call of a repository.
+CONCURRENCY = 16
+A = TypeVar("A")
+T = TypeVar("T")
 
 
 class ReadOnly(RuntimeError):
@@ -100,6 +104,17 @@ class Unit:
         pk = item["pk"]["S"]
         self._add(pk, item["sk"]["S"],
                   Write("Put", request, conflict, optimistic, item, group or pk, last))
+
+    def put_again(self, item: Item, *, condition: str, values: dict[str, Any] | None = None,
+                  names: dict[str, str] | None = None, conflict: str | None = None,
+                  last: bool = False) -> None:
+        """Put `item` on `condition`; or, when this unit already wrote it, plainly: the first
+        write's condition is the one that holds (`_add` keeps a first put's)."""
+        if self.pending(item["pk"]["S"], item["sk"]["S"]) is not None:
+            self.put(item, last=last)
+        else:
+            self.put(item, condition=condition, values=values, names=names, conflict=conflict,
+                     last=last)
 
     def update(self, pk: str, sk: str, expression: str, *, values: dict[str, Any] | None = None,
                names: dict[str, str] | None = None, condition: str | None = None,
@@ -279,6 +294,18 @@ class Unit:
                 pass
             await asyncio.sleep(random.uniform(0, 0.01 * 2 ** attempt))
         raise StoreConflict("the table was too busy with the same items; try again")
+
+
+async def gather_bounded(call: Callable[[A], Awaitable[T]], args: Sequence[A],
+                         limit: int = CONCURRENCY) -> list[T]:
+    """`call` on each of `args` concurrently, at most `limit` at a time; results in order."""
+    gate = asyncio.Semaphore(limit)
+
+    async def one(arg: A) -> T:
+        async with gate:
+            return await call(arg)
+
+    return list(await asyncio.gather(*(one(a) for a in args)))
 
 
 async def at_most(limit: int, calls: list[Awaitable[None]]) -> None:

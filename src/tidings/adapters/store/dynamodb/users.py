@@ -8,7 +8,6 @@ could select them). Everything else a user owns is in the user's own partition
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Sequence
 from datetime import datetime
@@ -21,10 +20,9 @@ from . import keys
 from .codec import Item, at_us, decode, dumps, encode, loads, us
 from .counters import counters_of
 from .devices import device_keys, device_of
-from .unit import ReadOnly, Unit
+from .unit import ReadOnly, Unit, gather_bounded
 
 # Queries in flight at once while a user's inbox is deleted.
-CONCURRENT_QUERIES = 16
 # The most profiles read at once while a segment is evaluated.
 MAX_SEGMENT_PAGE = 1000
 CREATED = "user was created concurrently"
@@ -88,11 +86,8 @@ class DynamoUsers:
             self._create(item)
             return True
         item["created_at"] = existing.get("created_at", {"N": "0"})
-        if self._u.pending(item["pk"]["S"], item["sk"]["S"]) is not None:
-            self._u.put(item)  # put by this unit: its first condition holds
-        else:
-            self._u.put(item, condition="attribute_exists(pk)",
-                        conflict=f"user {user.id} was deleted meanwhile")
+        self._u.put_again(item, condition="attribute_exists(pk)",
+                          conflict=f"user {user.id} was deleted meanwhile")
         return False
 
     async def ensure(self, app_id: str, user_id: str, at: datetime) -> None:
@@ -157,13 +152,10 @@ class DynamoUsers:
         return found
 
     async def _read_all(self, partitions: list[str]) -> list[list[Item]]:
-        gate = asyncio.Semaphore(CONCURRENT_QUERIES)
-
         async def one(pk: str) -> list[Item]:
-            async with gate:
-                return [i async for i in self._u.table.query_all(pk)]
+            return [i async for i in self._u.table.query_all(pk)]
 
-        return await asyncio.gather(*(one(pk) for pk in partitions))
+        return await gather_bounded(one, partitions)
 
     async def _drop_device_items(self, items: list[tuple[str, str, str]]) -> None:
         """A device's pointer goes, and its token's lock unless another device holds it now."""
