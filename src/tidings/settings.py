@@ -6,7 +6,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-_SECRETS_MANAGER_ARN = r"^arn:aws[a-zA-Z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$"
+from .domain.validation import SECRETS_MANAGER_ARN
 
 
 class Settings(BaseSettings):
@@ -21,8 +21,8 @@ class Settings(BaseSettings):
     # AWS serverless mode: the Secrets Manager secrets holding those two keys, read once per
     # cold start when the key itself is unset (so no key sits in the function's configuration).
     # The admin key is "tda_" followed by its secret's string, as the SAM template generates it.
-    secret_key_arn: str | None = Field(None, pattern=_SECRETS_MANAGER_ARN)
-    admin_key_arn: str | None = Field(None, pattern=_SECRETS_MANAGER_ARN)
+    secret_key_arn: str | None = Field(None, pattern=SECRETS_MANAGER_ARN.pattern)
+    admin_key_arn: str | None = Field(None, pattern=SECRETS_MANAGER_ARN.pattern)
 
     max_body_bytes: int = Field(256 * 1024, ge=1024, le=64 * 1024 * 1024)
     auth_cache_seconds: float = Field(2.0, ge=0, le=60)

@@ -18,6 +18,22 @@ from typing import Any
 
 from ..domain.errors import NotConfigured
 
+# botocore's loader of service models, shared by every session this process makes: reading and
+# parsing a service's JSON model costs far more than building a client from it.
+_LOADERS: list[Any] = []
+
+
+def new_session() -> Any:
+    """An aiobotocore session (its own credentials) that shares the process's model loader."""
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    if _LOADERS:
+        session.register_component("data_loader", _LOADERS[0])
+    else:
+        _LOADERS.append(session.get_component("data_loader"))
+    return session
+
 
 class LazyClient:
     def __init__(self, service: str, region: str | None, endpoint_url: str | None = None, *,
@@ -48,12 +64,11 @@ class LazyClient:
     async def _create(self) -> Any:
         try:
             from aiobotocore.config import AioConfig
-            from aiobotocore.session import get_session
         except ImportError as exc:
             raise NotConfigured(f"talking to AWS {self._service} needs aiobotocore: "
                                 "pip install 'tidings[aws]'") from exc
         stack = AsyncExitStack()
-        client = await stack.enter_async_context(get_session().create_client(
+        client = await stack.enter_async_context(new_session().create_client(
             self._service, region_name=self._region, endpoint_url=self._endpoint_url,
             config=AioConfig(**self._options)))
         self._stack = stack

@@ -17,6 +17,9 @@ EMAIL = re.compile(
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
 )
 ATTRIBUTE_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$")
+# A Secrets Manager secret's ARN (configuration: where a key is kept); the group is its region.
+SECRETS_MANAGER_ARN = re.compile(
+    r"^arn:aws[a-zA-Z-]*:secretsmanager:([a-z0-9-]+):\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
 LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}$")
 MAX_USER_ID = 256
 

@@ -124,25 +124,25 @@ class Connections:
             {"Put": {"TableName": self.table, "Item": user_item}},
             {"Put": {"TableName": self.table, "Item": pointer}}])
 
-    async def get(self, connection_id: str) -> tuple[str, str] | None:
-        """The (app_id, user_id) of a live connection, read consistently; None when it is
-        unknown or its time is up."""
+    async def _pointer(self, connection_id: str) -> _Item | None:
+        """The connection's pointer item, read consistently; None when there is none."""
         client = await self._client.get()
         answer = await client.get_item(
             TableName=self.table, ConsistentRead=True,
             Key={"pk": {"S": pointer_key(connection_id)}, "sk": {"S": POINTER_SK}})
-        found = _read(answer.get("Item") or {})
+        return _read(answer.get("Item") or {})
+
+    async def get(self, connection_id: str) -> tuple[str, str] | None:
+        """The (app_id, user_id) of a live connection, read consistently; None when it is
+        unknown or its time is up."""
+        found = await self._pointer(connection_id)
         if found is None or found.expires <= self._clock():
             return None
         return found.app_id, found.user_id
 
     async def remove(self, connection_id: str) -> tuple[str, str] | None:
         """Forgets a connection; returns its (app_id, user_id), or None when it was unknown."""
-        client = await self._client.get()
-        answer = await client.get_item(
-            TableName=self.table, ConsistentRead=True,
-            Key={"pk": {"S": pointer_key(connection_id)}, "sk": {"S": POINTER_SK}})
-        found = _read(answer.get("Item") or {})
+        found = await self._pointer(connection_id)
         if found is None:
             return None
         await self.discard(found.app_id, found.user_id, connection_id)

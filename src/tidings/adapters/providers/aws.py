@@ -15,7 +15,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 from ...domain.delivery import Failed, Retry, SendResult
-from ..aws_client import LazyClient
+from ..aws_client import LazyClient, new_session
 from .http import TRANSPORT_ERRORS, retry_after, transport_retry
 from .options import ProviderOptions
 
@@ -39,11 +39,6 @@ CREDENTIALS = frozenset({
 })
 
 ResultFor = Callable[[str], SendResult]
-
-# botocore's loader of service models, shared by every client this process builds: reading and
-# parsing a service's JSON model costs far more than building a client from it.
-_LOADERS: list[Any] = []
-
 
 def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code") or "")
@@ -108,7 +103,6 @@ class AwsClient(LazyClient):
 
     async def _create(self) -> Any:
         from aiobotocore.config import AioConfig
-        from aiobotocore.session import AioSession
 
         options = self._provider_options
         extra: dict[str, Any] = {}
@@ -118,13 +112,8 @@ class AwsClient(LazyClient):
             max_pool_connections=options.max_concurrency, connect_timeout=options.timeout,
             read_timeout=options.timeout, retries={"mode": "standard", "total_max_attempts": 1},
             user_agent_extra=options.user_agent, **extra)
-        session = AioSession()
-        if _LOADERS:
-            session.register_component("data_loader", _LOADERS[0])
-        else:
-            _LOADERS.append(session.get_component("data_loader"))
         stack = AsyncExitStack()
-        client = await stack.enter_async_context(session.create_client(
+        client = await stack.enter_async_context(new_session().create_client(
             self._service, region_name=self._region, endpoint_url=self._endpoint_url,
             aws_access_key_id=self._key_id, aws_secret_access_key=self._secret, config=config))
         self._stack = stack

@@ -9,12 +9,13 @@ caller needs `kms:Decrypt` on that key as well as `secretsmanager:GetSecretValue
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from ...domain.errors import NotConfigured
+from ...domain.validation import SECRETS_MANAGER_ARN
+from ..aws_client import new_session
 
-_ARN = re.compile(r"^arn:aws[a-zA-Z-]*:secretsmanager:([a-z0-9-]+):\d{12}:secret:[A-Za-z0-9/_+=.@-]+$")
+_ARN = SECRETS_MANAGER_ARN
 
 
 def region_of(arn: str) -> str:
@@ -57,13 +58,12 @@ async def read_secret(arn: str, *, region: str | None = None, endpoint_url: str 
 async def _get(arn: str, region: str, endpoint_url: str | None) -> Any:
     try:
         from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
     except ImportError as exc:
         raise NotConfigured("reading a key from Secrets Manager needs aiobotocore: "
                             "pip install 'tidings[aws]'") from exc
     config = AioConfig(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
                        read_timeout=10)
-    async with get_session().create_client("secretsmanager", region_name=region,
+    async with new_session().create_client("secretsmanager", region_name=region,
                                            endpoint_url=endpoint_url, config=config) as client:
         return await client.get_secret_value(SecretId=arn)
 

@@ -42,11 +42,12 @@ async def open_client(stack: AsyncExitStack, service: str, *, region: str | None
     back-off) for these calls: unlike a provider's send, a throttled SendMessageBatch or
     PostToConnection has nobody else to retry it within the invocation."""
     from aiobotocore.config import AioConfig
-    from aiobotocore.session import get_session
+
+    from ...adapters.aws_client import new_session
 
     config = AioConfig(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5,
                        read_timeout=10)
-    return await stack.enter_async_context(get_session().create_client(
+    return await stack.enter_async_context(new_session().create_client(
         service, region_name=region, endpoint_url=endpoint_url, config=config))
 
 
@@ -58,13 +59,12 @@ class ManagementApi:
 
     async def post(self, connection_id: str, data: bytes) -> bool:
         """False when the connection is gone (closed, or never completed its $connect)."""
-        from botocore.exceptions import ClientError
+        from ...adapters.hub.apigateway import is_gone
 
         try:
             await self._client.post_to_connection(ConnectionId=connection_id, Data=data)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if exc.response.get("Error", {}).get("Code") == "GoneException" or status == 410:
+        except Exception as exc:
+            if is_gone(exc):
                 return False
             raise
         return True
