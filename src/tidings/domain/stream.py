@@ -137,6 +137,15 @@ def unread_doc(seq: int, in_app: int, total: int) -> dict[str, Any]:
     return {"id": str(seq), "type": UNREAD_COUNT, "data": {"count": in_app, "total": total}}
 
 
+RESET_REASON = "the stream no longer holds events from there: reload the inbox"
+PONG_DOC: dict[str, Any] = {"type": "pong"}
+
+
+def reset_doc(seq: int, reason: str = RESET_REASON) -> dict[str, Any]:
+    """The stream cannot go on from where the client was: it must refetch (RESET)."""
+    return {"id": str(seq), "type": RESET, "data": {"reason": reason}}
+
+
 def inbox_item(n: Notification) -> dict[str, Any]:
     """The notification as the inbox lists it, and as a `notification.created` event's data."""
     return {"id": n.id, "user_id": n.user_id, "to": n.to, "channels": n.channels,

@@ -97,20 +97,26 @@ class Streams:
         as well as in the read, and the connection drops the second copy by its number."""
         subscription = await self._hub.subscribe(app_id, user_id, deliver)
         try:
-            async with self._store.reader() as tx:
-                head = await tx.stream.head(app_id, user_id)
-                if after is None:
-                    return Opened(subscription, head, [], False)
-                if needs_reset(after, head) or head.seq - after > self.replay_limit:
-                    return Opened(subscription, head, [], True)
-                replay = await tx.stream.since(app_id, user_id, after, head.seq,
-                                               self.replay_limit)
-            if len(replay) != head.seq - after:  # purged meanwhile: a hole in what is kept
-                return Opened(subscription, head, [], True)
-            return Opened(subscription, head, replay, False)
+            head, replay, reset = await self.replay(app_id, user_id, after)
         except BaseException:
             await self._hub.unsubscribe(subscription)
             raise
+        return Opened(subscription, head, replay, reset)
+
+    async def replay(self, app_id: str, user_id: str,
+                     after: int | None) -> tuple[StreamHead, list[StreamEvent], bool]:
+        """The stream's head, the events after `after` (none without one) and whether the
+        client must refetch instead (the resume point is gone, or too far behind)."""
+        async with self._store.reader() as tx:
+            head = await tx.stream.head(app_id, user_id)
+            if after is None:
+                return head, [], False
+            if needs_reset(after, head) or head.seq - after > self.replay_limit:
+                return head, [], True
+            replay = await tx.stream.since(app_id, user_id, after, head.seq, self.replay_limit)
+        if len(replay) != head.seq - after:  # purged meanwhile: a hole in what is kept
+            return head, [], True
+        return head, replay, False
 
     async def head(self, app_id: str, user_id: str) -> StreamHead:
         async with self._store.reader() as tx:

@@ -35,7 +35,7 @@ import orjson
 
 from ...domain.errors import TidingsError, ValidationFailed
 from ...domain.masking import mask_token
-from ...domain.stream import RESET, event_doc, needs_reset, parse_after, unread_doc
+from ...domain.stream import PONG_DOC, event_doc, parse_after, reset_doc, unread_doc
 from . import events, runtime
 
 if TYPE_CHECKING:
@@ -44,8 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tidings.lambda")
 
-PONG = orjson.dumps({"type": "pong"})
-RESET_REASON = "the stream no longer holds events from there: reload the inbox"
+PONG = orjson.dumps(PONG_DOC)
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -152,21 +151,8 @@ async def _sync(rt: Runtime, ev: events.WebSocketEvent, raw_after: Any) -> list[
 
 async def opening(container: Container, app_id: str, user_id: str,
                   after: int | None) -> list[bytes]:
-    streams = container.streams
-    head = await streams.head(app_id, user_id)
-    out: list[bytes] = []
-    if after is not None:
-        if needs_reset(after, head) or head.seq - after > streams.replay_limit:
-            out.append(_reset(head.seq))
-        else:
-            missed = await streams.missing(app_id, user_id, after, head.seq)
-            if len(missed) != head.seq - after:  # purged meanwhile
-                out.append(_reset(head.seq))
-            else:
-                out.extend(orjson.dumps(event_doc(e)) for e in missed)
+    head, missed, reset = await container.streams.replay(app_id, user_id, after)
+    out = [orjson.dumps(reset_doc(head.seq))] if reset else \
+        [orjson.dumps(event_doc(e)) for e in missed]
     out.append(orjson.dumps(unread_doc(head.seq, head.unread_in_app, head.unread)))
     return out
-
-
-def _reset(seq: int) -> bytes:
-    return orjson.dumps({"id": str(seq), "type": RESET, "data": {"reason": RESET_REASON}})

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from ...domain.stream import StreamEvent, event_doc, unread_doc
+from ...domain.stream import PONG_DOC, StreamEvent, event_doc, reset_doc, unread_doc
 from .wsprotocol import text_frames
 
 __all__ = ["PONG", "count", "event", "event_doc", "reset", "unread", "unread_doc", "ws_pair"]
@@ -50,7 +50,7 @@ def unread(seq: int, in_app: int, total: int) -> str:
 
 
 def reset(seq: int, reason: str) -> str:
-    return _dump({"id": str(seq), "type": "stream.reset", "data": {"reason": reason}})
+    return _dump(reset_doc(seq, reason))
 
 
-PONG = _dump({"type": "pong"})
+PONG = _dump(PONG_DOC)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from ...domain.stream import (
     CLOSE_TOO_SLOW,
     CLOSE_TRY_LATER,
+    RESET_REASON,
     RESYNC,
     Position,
     Step,
@@ -27,7 +28,6 @@ log = logging.getLogger("tidings.stream")
 # What a stream writes: (event id or None, text). Text "" with no id is a heartbeat.
 Frame = tuple[str | None, str]
 HEARTBEAT: Frame = (None, "")
-RESET_REASON = "the stream no longer holds events from there: reload the inbox"
 
 
 class Listener:
