@@ -119,6 +119,18 @@ def dynamodb_server() -> Iterator[Any]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[Any]:
+    """One moto server (SNS, SES, SQS, the Management API …) on loopback; each test that uses
+    it resets it."""
+    from tests.fakes.moto_server import MotoServer
+
+    server = MotoServer()
+    server.start()
+    yield server
+    server.stop()
+
+
 @asynccontextmanager
 async def dynamodb_store(server: Any, *, stream: bool = False) -> AsyncIterator[Any]:
     """A DynamoDB store on a table of its own (made on migrate), deleted afterwards. Without

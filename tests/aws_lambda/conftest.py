@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import ADMIN_KEY, make_settings
 from tests.fakes.clock import FakeClock
-from tests.fakes.moto_server import MotoServer
+from tests.fakes.moto_server import MotoServer, function_environment
 from tests.fakes.providers import ScriptedFactory
 from tidings.adapters.hub.memory import MemoryHub
 from tidings.adapters.store.sql.store import SqlStore
@@ -234,25 +234,12 @@ def harness(make_harness: Any) -> Harness:
     return make_harness()
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     """moto emptied, and credentials where a function finds them: in the environment."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE",
-                 "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    moto.reset()
-    return moto
+    function_environment(monkeypatch, REGION)
+    moto_server.reset()
+    return moto_server
 
 
 def queue(server: MotoServer, name: str = "tidings-deliveries") -> str:

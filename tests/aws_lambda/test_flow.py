@@ -25,7 +25,7 @@ import pytest
 
 from tests.aws_lambda.conftest import REGION, Context, sample
 from tests.conftest import ADMIN_KEY, SECRET_KEY
-from tests.fakes.moto_server import MotoServer, sns_backend
+from tests.fakes.moto_server import MotoServer, function_environment, sns_backend
 from tidings.adapters.store.dynamodb.store import DynamoStore
 from tidings.entrypoints.aws_lambda import events, http, outbox, runtime, scheduler, websocket, worker
 
@@ -162,11 +162,7 @@ def deployment(dynamodb_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> 
     """A fresh table (with its stream), queue and SNS platform application on moto, the
     functions' environment set as the template sets it, and a process's runtime made anew."""
     server = dynamodb_server
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    function_environment(monkeypatch, REGION)
     suffix = uuid.uuid4().hex[:10]
     table = f"tidings-flow-{suffix}"
     url = f"dynamodb://{table}?region={REGION}&endpoint_url={server.url}"

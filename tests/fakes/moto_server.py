@@ -322,3 +322,15 @@ def query_map(params: dict[str, Any], prefix: str) -> dict[str, Any]:
         else:  # a structure map (MessageAttributes)
             out[name] = {k.removeprefix("Value."): v for k, v in entry.items()}
     return out
+
+
+def function_environment(monkeypatch: Any, region: str | None = None) -> None:
+    """Credentials where a Lambda function finds them, in the environment (and no profile or
+    file of the machine's to find first); the default region too, when given."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE",
+                 "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    if region is not None:
+        monkeypatch.setenv("AWS_DEFAULT_REGION", region)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from tests.fakes.moto_server import MotoServer
+from tests.fakes.moto_server import MotoServer, function_environment
 from tidings.adapters.hub.apigateway import ApiGatewayHub
 from tidings.adapters.hub.connections import CONNECTION_TTL_SECONDS, Connections, parse_table_url
 from tidings.domain.errors import NotConfigured, Unavailable
@@ -39,22 +39,12 @@ STAGE = "prod"
 AT = datetime(2026, 11, 21, 9, 30, 15, 123000, tzinfo=UTC)
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 @pytest.fixture
-def aws(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+def aws(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
     """An empty moto with the service's table; the hub finds its credentials where a Lambda
     function would, in the environment."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    moto = moto_server
+    function_environment(monkeypatch)
     moto.reset()
     index = [{"IndexName": name,
               "KeySchema": [{"AttributeName": f"{name}pk", "KeyType": "HASH"},

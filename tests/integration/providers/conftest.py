@@ -5,7 +5,7 @@ register a device, see that a given-back delivery waits for its Retry-After)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 import httpx
@@ -13,7 +13,6 @@ import pytest
 
 from tests.conftest import drain
 from tests.fakes.clock import FakeClock
-from tests.fakes.moto_server import MotoServer
 from tidings.bootstrap import Container
 from tidings.ports import Provider
 
@@ -23,15 +22,6 @@ P = TypeVar("P", bound=Provider)
 @pytest.fixture
 def providers(real_providers: Any) -> Any:
     return real_providers
-
-
-@pytest.fixture(scope="session")
-def moto_server() -> Iterator[MotoServer]:
-    """One moto server (SNS, SES) for every AWS provider test; each test resets it."""
-    server = MotoServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
